@@ -1,0 +1,171 @@
+"""The operator contract every pipeline stage follows.
+
+An operator is a small class with a typed config, an optional ``setup()`` that loads models or
+clients once per worker, and ``__call__(batch) -> batch``. It declares the columns it reads and
+the columns it adds, and the resources it needs. Nothing here imports Ray: ``ray_jobs.adapter``
+turns an operator into a ``Dataset.map_batches`` call.
+
+A batch is a ``dict[str, numpy.ndarray]`` (Ray Data's "numpy" batch format). Columns holding
+lists, bytes or ``None`` are object arrays. Operators only ever see live rows: rows that an
+earlier stage rejected are set aside by :func:`apply_to_live_rows` and merged back afterwards,
+so a stage never needs to skip them itself. To reject a row, an operator writes the three
+``reject_*`` columns for that row; the row then goes on untouched until the writer puts it in
+``rejected/``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+Batch = dict[str, np.ndarray]
+
+REJECT_COLUMNS: tuple[str, ...] = ("reject_stage", "reject_reason", "reject_detail")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one worker of an operator needs, and how many workers may run.
+
+    ``concurrency`` is ``(min, max)`` workers; for an actor pool the autoscaler grows it from
+    ``min`` to ``max`` and a GPU pool with ``min == 0`` can shrink to nothing when idle.
+    """
+
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    concurrency: tuple[int, int] | None = None
+    batch_size: int = 8
+    memory_bytes: int | None = None
+
+
+class Operator:
+    """Base class of all pipeline stages.
+
+    Subclasses set ``name``, ``input_columns`` and ``output_columns`` and implement
+    ``__call__``. ``output_columns`` are the columns the operator adds or overwrites, besides
+    the ``reject_*`` columns every operator may set.
+    """
+
+    name: ClassVar[str] = "operator"
+    input_columns: ClassVar[tuple[str, ...]] = ()
+    output_columns: ClassVar[tuple[str, ...]] = ()
+    #: True when workers hold state (models, clients, an index): run as an actor pool.
+    stateful: ClassVar[bool] = False
+
+    def __init__(self, config: Any = None, resources: Resources | None = None) -> None:
+        self.config = config
+        self.resources = resources or self.default_resources()
+
+    def default_resources(self) -> Resources:
+        return Resources()
+
+    def setup(self) -> None:
+        """Load models or clients once per worker. The default has nothing to load."""
+
+    def __call__(self, batch: Batch) -> Batch:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def batch_size_of(batch: Mapping[str, Sequence[Any]]) -> int:
+    for values in batch.values():
+        return len(values)
+    return 0
+
+
+def object_column(values: Sequence[Any]) -> np.ndarray:
+    """An object array holding ``values`` as they are (numpy must not stack nested lists)."""
+    out = np.empty(len(values), dtype=object)
+    for i, value in enumerate(values):
+        out[i] = value
+    return out
+
+
+def reject(batch: Batch, index: int, stage: str, reason: str, detail: str = "") -> None:
+    """Mark row ``index`` of ``batch`` as rejected by ``stage`` for ``reason``."""
+    for column in REJECT_COLUMNS:
+        if column not in batch or batch[column].dtype != object:
+            batch[column] = object_column(list(batch.get(column, [None] * batch_size_of(batch))))
+    batch["reject_stage"][index] = stage
+    batch["reject_reason"][index] = reason
+    batch["reject_detail"][index] = detail[:2000]
+
+
+def live_mask(batch: Batch) -> np.ndarray:
+    """True for rows no stage has rejected yet."""
+    reasons = batch.get("reject_reason")
+    n = batch_size_of(batch)
+    if reasons is None:
+        return np.ones(n, dtype=bool)
+    return np.array([r is None or r == "" for r in reasons], dtype=bool)
+
+
+def take_rows(batch: Batch, mask: np.ndarray) -> Batch:
+    return {k: np.asarray(v)[mask] if isinstance(v, np.ndarray) else object_column(v)[mask]
+            for k, v in batch.items()}
+
+
+def _as_column(values: Any, n: int) -> np.ndarray:
+    if isinstance(values, np.ndarray) and values.ndim == 1:
+        return values
+    values = list(values)
+    if len(values) != n:
+        raise ValueError(f"operator returned a column of length {len(values)} for {n} rows")
+    return object_column(values)
+
+
+def normalize_batch(batch: Mapping[str, Any]) -> Batch:
+    """Turn lists in an operator's output into 1-D numpy columns of equal length."""
+    n = batch_size_of(batch)
+    return {k: _as_column(v, n) for k, v in batch.items()}
+
+
+def merge_rows(parts: list[tuple[np.ndarray, Batch]], n: int) -> Batch:
+    """Put row subsets back in their original order; ``parts`` holds (row indices, rows)."""
+    columns: list[str] = []
+    for _, part in parts:
+        for column in part:
+            if column not in columns:
+                columns.append(column)
+    out: Batch = {}
+    for column in columns:
+        merged = np.empty(n, dtype=object)
+        merged[:] = None
+        for indices, part in parts:
+            if column in part:
+                values = part[column]
+                for j, i in enumerate(indices):
+                    merged[i] = values[j]
+        out[column] = merged
+    return out
+
+
+def apply_to_live_rows(op: Callable[[Batch], Batch], batch: Batch) -> Batch:
+    """Run ``op`` on the batch's live rows only, and return every row, in order.
+
+    Rejected rows pass through with ``None`` in the columns the operator adds. An operator
+    may also return more rows than it was given (a source expanding a shard into samples);
+    then the rejected rows are appended after them.
+    """
+    batch = normalize_batch(batch)
+    n = batch_size_of(batch)
+    mask = live_mask(batch)
+    if mask.all():
+        return normalize_batch(op(batch))
+    live_idx = np.flatnonzero(mask)
+    dead_idx = np.flatnonzero(~mask)
+    dead = take_rows(batch, ~mask)
+    if len(live_idx) == 0:
+        return dead
+    produced = normalize_batch(op(take_rows(batch, mask)))
+    m = batch_size_of(produced)
+    if m != len(live_idx):
+        # Row count changed: keep produced rows first, then the rejected ones.
+        return merge_rows([(np.arange(m), produced), (np.arange(m, m + len(dead_idx)), dead)],
+                          m + len(dead_idx))
+    return merge_rows([(live_idx, produced), (dead_idx, dead)], n)

@@ -1,0 +1,67 @@
+"""Opening inputs and writing outputs on any storage: local paths, s3://, gs://, tar members.
+
+A video URI is one of:
+- a local path (``/data/a.mp4``) or ``file://`` URL;
+- any fsspec URL (``s3://bucket/a.mp4``, ``gs://bucket/a.mp4``, ``memory://a.mp4``);
+- a member of a tar shard in fsspec's chained form ``tar://KEY.mp4::SHARD_URL``.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import IO, Any
+
+
+def is_local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
+
+
+def local_path(uri: str) -> str:
+    return uri[len("file://"):] if uri.startswith("file://") else uri
+
+
+def open_binary(uri: str) -> IO[bytes]:
+    """Open ``uri`` for reading as a seekable binary file object."""
+    if is_local(uri):
+        return open(local_path(uri), "rb")
+    import fsspec
+
+    return fsspec.open(uri, "rb").open()
+
+
+def file_size(uri: str) -> int | None:
+    if is_local(uri):
+        return os.path.getsize(local_path(uri))
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(uri)
+    info = fs.info(path)
+    return info.get("size")
+
+
+def filesystem(uri: str) -> tuple[Any, str]:
+    """The fsspec filesystem and path for a directory or file URI."""
+    import fsspec
+
+    return fsspec.core.url_to_fs(local_path(uri) if is_local(uri) else uri)
+
+
+def join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *[p.strip("/") for p in parts]])
+
+
+def write_bytes_atomic(uri: str, data: bytes) -> None:
+    """Write ``data`` to ``uri`` so that readers never see a half-written file.
+
+    Local files and most object stores: write a temporary name in the same place, then rename.
+    (On object stores a single PUT is already atomic; the rename is a cheap copy there.)
+    """
+    fs, path = filesystem(uri)
+    parent = path.rsplit("/", 1)[0] if "/" in path else ""
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    tmp = f"{parent}/.tmp-{uuid.uuid4().hex}" if parent else f".tmp-{uuid.uuid4().hex}"
+    with fs.open(tmp, "wb") as f:
+        f.write(data)
+    fs.mv(tmp, path)

@@ -1,0 +1,94 @@
+"""Generated test videos whose frames carry their own frame index.
+
+Each frame shows its index as 12 bits, one big black or white block per bit along the top
+row, so the index survives lossy compression and resizing; ``read_index`` decodes it back.
+The rest of the frame is a colour that changes with the index, or a fixed scene colour when
+``scenes`` is given (for scene-cut tests).
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+BITS = 12
+
+
+def frame_image(index: int, width: int, height: int, color: tuple[int, int, int] | None = None) -> np.ndarray:
+    img = np.empty((height, width, 3), dtype=np.uint8)
+    img[:] = color if color is not None else ((index * 7) % 256, (index * 13) % 256, 128)
+    block = width // BITS
+    band = max(8, height // 6)
+    for bit in range(BITS):
+        on = (index >> bit) & 1
+        img[:band, bit * block:(bit + 1) * block] = 255 if on else 0
+    return img
+
+
+def read_index(rgb: np.ndarray) -> int:
+    """Decode the frame index drawn by :func:`frame_image`, at any resolution."""
+    height, width = rgb.shape[:2]
+    block = width / BITS
+    band = max(2, int(height / 6 * 0.6))
+    value = 0
+    for bit in range(BITS):
+        x0 = int(bit * block + block * 0.25)
+        x1 = int(bit * block + block * 0.75)
+        if rgb[2:band, x0:x1].mean() > 127:
+            value |= 1 << bit
+    return value
+
+
+def make_video(
+    path: str | Path,
+    *,
+    num_frames: int = 60,
+    fps: Fraction | int | float = 30,
+    width: int = 320,
+    height: int = 240,
+    codec: str = "libx264",
+    pix_fmt: str = "yuv420p",
+    scenes: list[tuple[int, tuple[int, int, int]]] | None = None,
+    rotation: int | None = None,
+    pts: list[int] | None = None,
+    time_base: Fraction | None = None,
+    gop: int | None = None,
+) -> Path:
+    """Write a video whose frame ``i`` shows index ``i``.
+
+    ``scenes``: list of (first frame index, RGB colour) for scene cuts.
+    ``pts`` with ``time_base``: explicit presentation times (variable frame rate).
+    ``rotation``: degrees written as display-matrix side data / rotate metadata.
+    """
+    import av
+
+    path = Path(path)
+    fps = Fraction(fps).limit_denominator(100000) if not isinstance(fps, Fraction) else fps
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width = width
+        stream.height = height
+        stream.pix_fmt = pix_fmt
+        if gop:
+            stream.codec_context.gop_size = gop
+        if time_base is not None:
+            stream.time_base = time_base
+        if rotation is not None:
+            stream.metadata["rotate"] = str(rotation)
+        for i in range(num_frames):
+            color = None
+            if scenes:
+                for first, scene_color in scenes:
+                    if i >= first:
+                        color = scene_color
+            frame = av.VideoFrame.from_ndarray(frame_image(i, width, height, color), format="rgb24")
+            if pts is not None:
+                frame.pts = pts[i]
+                frame.time_base = time_base
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
