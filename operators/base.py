@@ -57,6 +57,10 @@ class Operator:
     output_columns: ClassVar[tuple[str, ...]] = ()
     #: True when workers hold state (models, clients, an index): run as an actor pool.
     stateful: ClassVar[bool] = False
+    #: True for stages that must see rejected rows too (the writer); others see live rows only.
+    sees_rejected: ClassVar[bool] = False
+    #: True for stages that return a different number of rows than they get (shard expansion).
+    changes_row_count: ClassVar[bool] = False
 
     def __init__(self, config: Any = None, resources: Resources | None = None) -> None:
         self.config = config
@@ -96,13 +100,19 @@ def reject(batch: Batch, index: int, stage: str, reason: str, detail: str = "") 
     batch["reject_detail"][index] = detail[:2000]
 
 
+def is_missing(value: Any) -> bool:
+    """None, an empty string, or NaN (how an all-null Arrow column arrives in numpy)."""
+    return value is None or (isinstance(value, str) and value == "") or (
+        isinstance(value, (float, np.floating)) and np.isnan(value))
+
+
 def live_mask(batch: Batch) -> np.ndarray:
     """True for rows no stage has rejected yet."""
     reasons = batch.get("reject_reason")
     n = batch_size_of(batch)
     if reasons is None:
         return np.ones(n, dtype=bool)
-    return np.array([r is None or r == "" for r in reasons], dtype=bool)
+    return np.array([is_missing(r) for r in reasons], dtype=bool)
 
 
 def take_rows(batch: Batch, mask: np.ndarray) -> Batch:
@@ -120,9 +130,14 @@ def _as_column(values: Any, n: int) -> np.ndarray:
 
 
 def normalize_batch(batch: Mapping[str, Any]) -> Batch:
-    """Turn lists in an operator's output into 1-D numpy columns of equal length."""
+    """Turn lists in an operator's output into 1-D numpy columns of equal length, with
+    ``None`` (not NaN) in the ``reject_*`` columns of live rows."""
     n = batch_size_of(batch)
-    return {k: _as_column(v, n) for k, v in batch.items()}
+    out = {k: _as_column(v, n) for k, v in batch.items()}
+    for column in REJECT_COLUMNS:
+        if column in out:
+            out[column] = object_column([None if is_missing(v) else v for v in out[column]])
+    return out
 
 
 def merge_rows(parts: list[tuple[np.ndarray, Batch]], n: int) -> Batch:

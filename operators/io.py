@@ -8,6 +8,7 @@ A video URI is one of:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from typing import IO, Any
@@ -27,7 +28,13 @@ def open_binary(uri: str) -> IO[bytes]:
         return open(local_path(uri), "rb")
     import fsspec
 
-    return fsspec.open(uri, "rb").open()
+    opened = fsspec.open(uri, "rb")
+    f = opened.open()
+    # fsspec does not cache archive filesystems (tar://) and closes the archive as soon as the
+    # filesystem object is garbage-collected; tie its lifetime to the file's.
+    with contextlib.suppress(AttributeError):
+        f._opened_by = opened
+    return f
 
 
 def file_size(uri: str) -> int | None:

@@ -1,0 +1,69 @@
+"""Input sources: where the videos come from, listed as rows with a stable ``video_id``.
+
+Every source kind has a config model (selected by its ``kind``) and a driver-side ``list_rows``
+that only lists files and parses metadata; no video is opened. Rows have exactly the columns
+in :data:`ROW_COLUMNS`. Webdataset shards are listed one row per shard and expanded into one
+row per sample by the :class:`ExpandShards` operator, so that shards are read in parallel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any
+
+from pydantic import Field, TypeAdapter
+
+from operators.sources import bdd100k, ego4d, folder, manifest, panda70m, webdataset
+from operators.sources.bdd100k import BDD100KSource
+from operators.sources.common import ROW_COLUMNS, make_row
+from operators.sources.ego4d import Ego4DSource
+from operators.sources.folder import FolderSource
+from operators.sources.manifest import ManifestSource
+from operators.sources.panda70m import Panda70MSource
+from operators.sources.webdataset import ExpandShards, WebDatasetSource
+
+SourceConfig = Annotated[
+    FolderSource | ManifestSource | Panda70MSource | Ego4DSource | BDD100KSource | WebDatasetSource,
+    Field(discriminator="kind"),
+]
+
+_LISTERS: dict[str, Callable[[Any], Iterator[dict[str, Any]]]] = {
+    "folder": folder.list_rows,
+    "manifest": manifest.list_rows,
+    "panda70m": panda70m.list_rows,
+    "ego4d": ego4d.list_rows,
+    "bdd100k": bdd100k.list_rows,
+    "webdataset": webdataset.list_rows,
+}
+
+
+def parse_source_config(data: Any) -> SourceConfig:
+    """Validate one source's config (a mapping with a ``kind``)."""
+    return TypeAdapter(SourceConfig).validate_python(data)
+
+
+def list_source_rows(config: SourceConfig) -> Iterator[dict[str, Any]]:
+    """The rows of one source: cheap listing and metadata parsing, no video decoding."""
+    return iter(_LISTERS[config.kind](config))
+
+
+def needs_shard_expansion(config: SourceConfig) -> bool:
+    """True when the listed rows are shards that :class:`ExpandShards` must turn into samples."""
+    return config.kind == "webdataset"
+
+
+__all__ = [
+    "ROW_COLUMNS",
+    "BDD100KSource",
+    "Ego4DSource",
+    "ExpandShards",
+    "FolderSource",
+    "ManifestSource",
+    "Panda70MSource",
+    "SourceConfig",
+    "WebDatasetSource",
+    "list_source_rows",
+    "make_row",
+    "needs_shard_expansion",
+    "parse_source_config",
+]

@@ -1,0 +1,155 @@
+"""What every source shares: the row shape, ids and time parsing."""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from operators.base import Batch, object_column
+
+logger = logging.getLogger(__name__)
+
+SOURCE_STAGE = "source"
+
+#: The columns of every row a source yields, in order.
+ROW_COLUMNS: tuple[str, ...] = (
+    "video_id",
+    "source",
+    "uri",
+    "clip_start",
+    "clip_end",
+    "source_caption",
+    "reject_stage",
+    "reject_reason",
+    "reject_detail",
+)
+
+DEFAULT_VIDEO_EXTENSIONS: tuple[str, ...] = (
+    ".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp",
+)  # fmt: skip
+
+
+def normalize_extensions(values: list[str]) -> list[str]:
+    """Lower-case extensions with a leading dot, so ``MP4`` and ``.mp4`` mean the same."""
+    return [v.lower() if v.startswith(".") else f".{v.lower()}" for v in values]
+
+
+def make_row(
+    video_id: str,
+    source: str,
+    uri: str,
+    clip_start: float | None = None,
+    clip_end: float | None = None,
+    source_caption: str | None = None,
+    reject_reason: str | None = None,
+    reject_detail: str | None = None,
+) -> dict[str, Any]:
+    """One source row; a ``reject_reason`` marks it rejected by the ``source`` stage."""
+    return {
+        "video_id": video_id,
+        "source": source,
+        "uri": uri,
+        "clip_start": clip_start,
+        "clip_end": clip_end,
+        "source_caption": source_caption,
+        "reject_stage": SOURCE_STAGE if reject_reason else None,
+        "reject_reason": reject_reason,
+        "reject_detail": reject_detail if reject_reason else None,
+    }
+
+
+def rows_to_batch(rows: Sequence[dict[str, Any]]) -> Batch:
+    """Source rows as a batch of object columns."""
+    return {column: object_column([row[column] for row in rows]) for column in ROW_COLUMNS}
+
+
+def reject_duplicates(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Keep the first row of each ``video_id``; later ones come out rejected as ``duplicate_id``."""
+    seen: set[str] = set()
+    for row in rows:
+        video_id = row["video_id"]
+        if video_id in seen and not row["reject_reason"]:
+            detail = f"video_id {video_id!r} already taken by an earlier row of this source"
+            row = {
+                **row,
+                "reject_stage": SOURCE_STAGE,
+                "reject_reason": "duplicate_id",
+                "reject_detail": detail,
+            }
+        seen.add(video_id)
+        yield row
+
+
+def blank(value: Any) -> bool:
+    """True for a missing cell: None, an empty string or NaN."""
+    if value is None:
+        return True
+    if isinstance(value, float):
+        return math.isnan(value)
+    return isinstance(value, str) and not value.strip()
+
+
+_CLOCK = re.compile(r"^(?:(\d+):)?(\d{1,2}):(\d{1,2}(?:\.\d*)?)$")
+
+
+def parse_seconds(value: Any) -> float:
+    """Seconds from a number, a numeric string, or a clock string ``H:MM:SS.fff`` / ``MM:SS``."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a time: {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        match = _CLOCK.match(text)
+        if match:
+            hours, minutes, secs = match.groups()
+            seconds = int(hours or 0) * 3600 + int(minutes) * 60 + float(secs)
+        else:
+            seconds = float(text)
+    else:
+        raise ValueError(f"not a time: {value!r}")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"not a time: {value!r}")
+    return round(seconds, 6)
+
+
+def seconds_label(seconds: float) -> str:
+    """A short, stable label for a time in ids: ``5.005``, ``60``."""
+    return f"{seconds:.3f}".rstrip("0").rstrip(".")
+
+
+def clip_id(base: str, start: float | None, end: float | None) -> str:
+    """The id of a clip of ``base``: ``{base}_{start}-{end}``; ``base`` itself for a whole file."""
+    if start is None and end is None:
+        return base
+    lo = seconds_label(start) if start is not None else ""
+    hi = seconds_label(end) if end is not None else ""
+    return f"{base}_{lo}-{hi}"
+
+
+def strip_extension(path: str) -> str:
+    head, _, name = path.rpartition("/")
+    stem = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
+    return f"{head}/{stem}" if head else stem
+
+
+def relative_id(path: str, root: str) -> str:
+    """``path`` relative to ``root``, without its extension (the basename's stem if not under root)."""
+    root = root.rstrip("/")
+    if root and path.startswith(root + "/"):
+        return strip_extension(path[len(root) + 1 :])
+    return strip_extension(path.rsplit("/", 1)[-1])
+
+
+def as_caption(value: Any) -> str | None:
+    """A caption cell as text: strings as they are, a one-element list as its element."""
+    if isinstance(value, list | tuple | np.ndarray) and len(value) == 1:
+        value = value[0]
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    return None

@@ -1,0 +1,199 @@
+"""The job's configuration: YAML in, a typed and validated ``PipelineConfig`` out.
+
+Every section is the config model of the operator it drives, so the keys a user writes are the
+fields the code reads. Unknown keys and wrong types fail here, before Ray starts, with a message
+that names the key path (``frames.every_s: Input should be a valid number``).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+
+from operators.config import StrictModel
+from operators.sources import SourceConfig
+from operators.video.duration_filter import DurationFilterConfig
+from operators.video.probe import ProbeConfig
+from operators.video.sample import SampleConfig
+from operators.writers import WriterConfig
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names the key."""
+
+
+class RayConfig(StrictModel):
+    address: str | None = Field(
+        None,
+        description="Ray cluster address. None: the cluster in RAY_ADDRESS if set (as under "
+        "`ray job submit`), else a local Ray started for this run.",
+    )
+    num_cpus: int | None = Field(None, description="CPUs of a local Ray (None: all).")
+    num_gpus: int | None = Field(
+        None, description="GPUs a local Ray declares (None: detected). Logical GPUs on a CPU "
+        "machine let GPU stages be scheduled for tests.")
+    object_store_memory: int | None = Field(
+        None, description="Bytes of object store for a local Ray (None: Ray's default).")
+
+
+class StageOverride(StrictModel):
+    """Per-stage resources, overriding what the operator declares."""
+
+    batch_size: int | None = Field(None, ge=1, description="Rows per batch for this stage.")
+    num_cpus: float | None = Field(None, ge=0, description="CPUs per worker.")
+    num_gpus: float | None = Field(None, ge=0, description="GPUs per worker (0 runs on CPU).")
+    concurrency: tuple[int, int] | None = Field(
+        None, description="(min, max) workers; an actor pool with min 0 scales to zero.")
+    memory_bytes: int | None = Field(None, ge=0, description="Heap memory reserved per worker.")
+
+
+class PipelineConfig(StrictModel):
+    """The whole job. See docs/configuration.md for every key."""
+
+    input: list[SourceConfig] = Field(description="Video sources; one entry or a list.")
+    output: str = Field(description="Output directory or URI (local path, s3://, gs://).")
+    ray: RayConfig = Field(default_factory=RayConfig, description="Where and how Ray runs.")
+    probe: ProbeConfig = Field(default_factory=ProbeConfig, description="Probing of inputs.")
+    filter: DurationFilterConfig = Field(
+        default_factory=DurationFilterConfig, description="Duration filter (step 1).")
+    frames: SampleConfig = Field(default_factory=SampleConfig, description="Frame sampling.")
+    writer: WriterConfig = Field(default_factory=WriterConfig, description="Output files.")
+    stages: dict[str, StageOverride] = Field(
+        default_factory=dict, description="Resources per stage name, e.g. stages.probe.batch_size.")
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, dict) else value
+
+
+def _coerce(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
+    """Apply one ``a.b.c=value`` override to the raw config dict, in place.
+
+    The value is parsed as YAML (``3``, ``true``, ``[1, 2]``, ``null``); list entries are
+    addressed by index (``input.0.path=...``).
+    """
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. frames.every_s=1.0")
+    key, value = assignment.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"--set {assignment!r}: empty key")
+    node: Any = raw
+    for depth, part in enumerate(parts[:-1]):
+        where = ".".join(parts[: depth + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"--set {key}: {where} is not an index of a list of {len(node)}")
+            node = node[int(part)]
+        elif isinstance(node, dict):
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+        else:
+            raise ConfigError(f"--set {key}: {where} is a value, not a section")
+    last = parts[-1]
+    if isinstance(node, list):
+        if not last.isdigit() or int(last) >= len(node):
+            raise ConfigError(f"--set {key}: {last} is not an index of a list of {len(node)}")
+        node[int(last)] = _coerce(value)
+    elif isinstance(node, dict):
+        node[last] = _coerce(value)
+    else:
+        raise ConfigError(f"--set {key}: {'.'.join(parts[:-1])} is a value, not a section")
+
+
+def format_validation_error(error: ValidationError, origin: str) -> str:
+    lines = [f"invalid config ({origin}):"]
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif "input" in item and item["type"] not in ("missing",):
+            shown = repr(item["input"])
+            message = f"{message} (got {shown[:80]})"
+        lines.append(f"  {key}: {message}")
+    return "\n".join(lines)
+
+
+def load_config(source: str | Path | dict[str, Any], overrides: list[str] | None = None) -> PipelineConfig:
+    """Load, override and validate a config; raises :class:`ConfigError` naming the bad key."""
+    if isinstance(source, dict):
+        raw, origin = copy.deepcopy(source), "dict"
+    else:
+        origin = str(source)
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    for assignment in overrides or []:
+        apply_override(raw, assignment)
+    try:
+        config = PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, origin)) from None
+    shard_sources = [s for s in config.input if s.kind == "webdataset"]
+    if any(s.model_dump(exclude={"shards"}) != shard_sources[0].model_dump(exclude={"shards"})
+           for s in shard_sources):
+        raise ConfigError(f"invalid config ({origin}):\n  input: webdataset sources must share "
+                          "their options (all but `shards`); list all shards in one source")
+    unknown = sorted(set(config.stages) - set(stage_names()))
+    if unknown:
+        raise ConfigError(
+            f"invalid config ({origin}):\n  stages.{unknown[0]}: unknown stage; "
+            f"known stages: {', '.join(stage_names())}")
+    return config
+
+
+def stage_names() -> list[str]:
+    from ray_jobs.pipeline import STAGE_NAMES
+
+    return list(STAGE_NAMES)
+
+
+SECRET_MARKERS = ("api_key", "secret", "password", "token")
+
+
+def redact(data: Any) -> Any:
+    """A copy of ``data`` with any secret-looking key's value masked."""
+    if isinstance(data, dict):
+        out = {}
+        for key, value in data.items():
+            lowered = str(key).lower()
+            if any(m in lowered for m in SECRET_MARKERS) and not lowered.endswith(("_env", "_per_minute")) \
+                    and isinstance(value, str) and value:
+                out[key] = "***"
+            else:
+                out[key] = redact(value)
+        return out
+    if isinstance(data, list):
+        return [redact(v) for v in data]
+    return data
+
+
+def resolved_yaml(config: PipelineConfig) -> str:
+    """The resolved config as YAML, without secrets (the API key is never in the config)."""
+    dumped = redact(config.model_dump(mode="json"))
+    key = os.environ.get("OPENAI_API_KEY")
+    text = yaml.safe_dump(dumped, sort_keys=False)
+    if key and key in text:  # belt and braces: a key pasted into some free-text field
+        text = text.replace(key, "***")
+    return text

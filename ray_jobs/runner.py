@@ -1,0 +1,144 @@
+"""Runs a validated config on Ray Data: sources, stages, writer, then ``stats.json``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from operators.base import is_missing
+from operators.io import filesystem, join, write_bytes_atomic
+from operators.sources import list_source_rows
+from operators.writers import WriteShards
+from ray_jobs.adapter import apply_operator
+from ray_jobs.config import ConfigError, PipelineConfig, resolved_yaml
+from ray_jobs.pipeline import build_operators
+from ray_jobs.resume import completed_video_ids
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSummary:
+    output: str
+    inputs: int = 0
+    skipped_done: int = 0
+    kept: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    wall_seconds: float = 0.0
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+    def to_json(self) -> dict[str, Any]:
+        by_stage: Counter = Counter()
+        for (stage, _), count in self.rejected.items():
+            by_stage[stage] += count
+        return {
+            "output": self.output,
+            "inputs": self.inputs,
+            "skipped_already_done": self.skipped_done,
+            "processed": self.kept + self.rejected_total,
+            "kept": self.kept,
+            "rejected": self.rejected_total,
+            "rejected_by_stage": dict(sorted(by_stage.items())),
+            "rejected_by_reason": {f"{s}/{r}": c for (s, r), c in sorted(self.rejected.items())},
+            "stage_worker_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
+            "wall_seconds": round(self.wall_seconds, 3),
+        }
+
+    def render(self) -> str:
+        lines = [
+            f"sg4v: {self.inputs} inputs, {self.kept} kept, {self.rejected_total} rejected"
+            + (f", {self.skipped_done} already done" if self.skipped_done else "")
+            + f" in {self.wall_seconds:.1f}s -> {self.output}",
+        ]
+        for (stage, reason), count in sorted(self.rejected.items()):
+            lines.append(f"  rejected at {stage}: {reason} x{count}")
+        for stage, seconds in self.stage_seconds.items():
+            lines.append(f"  {stage}: {seconds:.1f} worker-seconds")
+        return "\n".join(lines)
+
+
+def init_ray(config: PipelineConfig) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = config.ray.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING)
+        return
+    ray.init(
+        num_cpus=config.ray.num_cpus,
+        num_gpus=config.ray.num_gpus,
+        object_store_memory=config.ray.object_store_memory,
+        logging_level=logging.WARNING,
+        include_dashboard=False,
+    )
+
+
+def prepare_output(config: PipelineConfig) -> None:
+    fs, path = filesystem(config.output)
+    fs.makedirs(path, exist_ok=True)
+    write_bytes_atomic(join(config.output, "config.yaml"), resolved_yaml(config).encode())
+
+
+def collect_rows(config: PipelineConfig) -> list[dict[str, Any]]:
+    """Every source's rows, listed on the driver. A source that cannot be listed at all (a
+    missing folder, a manifest without a ``uri`` column) is a config error, named as such."""
+    rows: list[dict[str, Any]] = []
+    for i, source in enumerate(config.input):
+        try:
+            rows.extend(list_source_rows(source))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"input.{i} ({source.kind}): {exc}") from exc
+    return rows
+
+
+def run_pipeline(config: PipelineConfig) -> RunSummary:
+    """Run the whole job and return its summary (also written to ``stats.json``)."""
+    import ray.data
+
+    started = time.perf_counter()
+    prepare_output(config)
+    rows = collect_rows(config)
+    summary = RunSummary(output=config.output, inputs=len(rows))
+    done = completed_video_ids(config.output)
+    if done:
+        rows = [r for r in rows if r["video_id"] not in done]
+        summary.skipped_done = summary.inputs - len(rows)
+        logger.info("resuming: %d of %d inputs already done", summary.skipped_done, summary.inputs)
+    if rows:
+        init_ray(config)
+        ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 256)))
+        for op in build_operators(config):
+            ds = apply_operator(ds, op, config.stages.get(op.name))
+        writer = WriteShards(config.writer, output=config.output)
+        ds = apply_operator(ds, writer, config.stages.get(writer.name))
+        for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
+            tally(summary, batch)
+    summary.wall_seconds = time.perf_counter() - started
+    write_bytes_atomic(join(config.output, "stats.json"),
+                       json.dumps(summary.to_json(), indent=2).encode())
+    return summary
+
+
+def tally(summary: RunSummary, batch: dict[str, Any]) -> None:
+    """Add one batch of the writer's summary rows to the run's counts."""
+    for stage, reason in zip(batch["reject_stage"], batch["reject_reason"], strict=True):
+        if is_missing(reason):
+            summary.kept += 1
+        else:
+            summary.rejected[(str(stage), str(reason))] += 1
+    for column, values in batch.items():
+        if column.startswith("_t_"):
+            stage = column[3:]
+            total = float(sum(v for v in values if v is not None and v == v))
+            summary.stage_seconds[stage] = summary.stage_seconds.get(stage, 0.0) + total

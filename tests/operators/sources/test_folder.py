@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import pytest
+
+from operators.sources import ROW_COLUMNS, FolderSource, list_source_rows, parse_source_config
+
+from .conftest import touch, write_memory
+
+
+def rows_of(**config) -> list[dict]:
+    return list(list_source_rows(FolderSource(kind="folder", **config)))
+
+
+def test_directory_nested_ids_are_relative_paths_without_extension(tmp_path):
+    for name in ["a.mp4", "sub/b.MOV", "sub/deeper/c.webm", "notes.txt", ".hidden.mp4", "sub/._d.mp4"]:
+        touch(tmp_path / name)
+    rows = rows_of(path=str(tmp_path))
+    assert [r["video_id"] for r in rows] == ["a", "sub/b", "sub/deeper/c"]
+    assert [r["uri"] for r in rows] == [
+        str(tmp_path / n) for n in ["a.mp4", "sub/b.MOV", "sub/deeper/c.webm"]
+    ]
+    for row in rows:
+        assert tuple(row) == ROW_COLUMNS
+        assert row["source"] == "folder"
+        assert row["clip_start"] is None and row["clip_end"] is None and row["reject_reason"] is None
+
+
+def test_not_recursive_and_extensions_case_insensitive(tmp_path):
+    for name in ["A.MKV", "b.mkv", "c.mp4", "sub/d.mkv"]:
+        touch(tmp_path / name)
+    rows = rows_of(path=str(tmp_path), extensions=["MKV"], recursive=False)
+    assert [r["video_id"] for r in rows] == ["A", "b"]
+
+
+def test_glob_ids_relative_to_the_folder_before_the_wildcard(tmp_path):
+    for name in ["x/1.mp4", "x/2.mp4", "y/3.mp4", "x/4.avi"]:
+        touch(tmp_path / name)
+    rows = rows_of(path=str(tmp_path / "*" / "*.mp4"))
+    assert [r["video_id"] for r in rows] == ["x/1", "x/2", "y/3"]
+    rows = rows_of(path=str(tmp_path / "**" / "*.avi"))
+    assert [r["video_id"] for r in rows] == ["x/4"]
+
+
+def test_ids_are_stable_across_runs_and_locations(tmp_path):
+    for root in ["one", "two"]:
+        for name in ["b.mp4", "a/c.mp4"]:
+            touch(tmp_path / root / name)
+    first = [r["video_id"] for r in rows_of(path=str(tmp_path / "one"))]
+    assert first == [r["video_id"] for r in rows_of(path=str(tmp_path / "two"))]
+    assert first == [r["video_id"] for r in rows_of(path=str(tmp_path / "one"))]
+
+
+def test_same_stem_twice_keeps_the_first_and_rejects_the_other(tmp_path):
+    touch(tmp_path / "v.mov")
+    touch(tmp_path / "v.mp4")
+    rows = rows_of(path=str(tmp_path))
+    assert [(r["uri"].rsplit("/", 1)[1], r["reject_reason"]) for r in rows] == [
+        ("v.mov", None),
+        ("v.mp4", "duplicate_id"),
+    ]
+    assert rows[1]["reject_stage"] == "source"
+
+
+def test_memory_uri_stands_in_for_a_bucket(memory_root):
+    for name in ["videos/a.mp4", "videos/s/b.mp4", "videos/c.json"]:
+        write_memory(f"{memory_root}/{name}", b"x")
+    rows = rows_of(path=f"{memory_root}/videos")
+    assert [r["video_id"] for r in rows] == ["a", "s/b"]
+    assert all(r["uri"].startswith("memory://") and r["uri"].endswith(".mp4") for r in rows)
+    globbed = rows_of(path=f"{memory_root}/videos/*.mp4")
+    assert [r["video_id"] for r in globbed] == ["a"]
+
+
+def test_missing_or_empty_folder_is_a_config_error(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        rows_of(path=str(tmp_path / "nope"))
+    with pytest.raises(ValueError, match="no file"):
+        rows_of(path=str(tmp_path))
+
+
+def test_config_is_selected_by_kind_and_strict():
+    config = parse_source_config({"kind": "folder", "path": "/data"})
+    assert isinstance(config, FolderSource) and ".mp4" in config.extensions
+    with pytest.raises(ValueError, match="recursiv"):
+        parse_source_config({"kind": "folder", "path": "/data", "recursiv": False})
+    with pytest.raises(ValueError):
+        parse_source_config({"kind": "ftp", "path": "/data"})

@@ -1,0 +1,55 @@
+import ray.data
+
+from operators.base import Operator, Resources
+from ray_jobs.adapter import map_batches_kwargs, resolve_resources, run_operator
+from ray_jobs.config import StageOverride
+
+
+class Stateless(Operator):
+    name = "stateless"
+
+
+class OnGpu(Operator):
+    name = "on_gpu"
+    stateful = True
+
+    def default_resources(self):
+        return Resources(num_gpus=1, concurrency=(1, 4), batch_size=32)
+
+
+def test_stateless_operator_runs_as_task_pool():
+    op = Stateless()
+    kwargs = map_batches_kwargs(op, op.resources)
+    assert kwargs["fn_kwargs"] == {"op": op}
+    assert "num_gpus" not in kwargs
+    assert kwargs["batch_format"] == "numpy"
+
+
+def test_gpu_operator_runs_as_actor_pool_with_its_range():
+    op = OnGpu()
+    kwargs = map_batches_kwargs(op, op.resources)
+    assert isinstance(kwargs["compute"], ray.data.ActorPoolStrategy)
+    assert (kwargs["compute"].min_size, kwargs["compute"].max_size) == (1, 4)
+    assert kwargs["num_gpus"] == 1
+    assert kwargs["batch_size"] == 32
+    assert kwargs["fn_constructor_kwargs"] == {"op": op}
+
+
+def test_config_overrides_declared_resources():
+    res = resolve_resources(OnGpu(), StageOverride(num_gpus=0, batch_size=2, concurrency=(2, 2)))
+    assert (res.num_gpus, res.batch_size, res.concurrency) == (0, 2, (2, 2))
+    kwargs = map_batches_kwargs(OnGpu(), res)
+    assert "num_gpus" not in kwargs
+    assert kwargs["compute"].max_size == 2
+
+
+def test_run_operator_records_stage_time_per_row():
+    class Echo(Operator):
+        name = "echo"
+
+        def __call__(self, batch):
+            return batch
+
+    out = run_operator(Echo(), {"video_id": ["a", "b"], "reject_reason": [None, None]})
+    assert list(out) == ["video_id", "reject_reason", "_t_echo"]
+    assert all(t >= 0 for t in out["_t_echo"])
