@@ -15,7 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from operators.base import Batch, Operator, Resources, apply_to_live_rows, batch_size_of, normalize_batch
+from operators.base import (
+    Batch,
+    Operator,
+    Resources,
+    apply_to_live_rows,
+    batch_size_of,
+    normalize_batch,
+    object_column,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -29,10 +37,29 @@ def resolve_resources(op: Operator, override: Any | None) -> Resources:
     return replace(res, **changes)
 
 
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist() if value.dtype != object else [_plain(v) for v in value]
+    return value
+
+
+def arrow_friendly(batch: Batch) -> Batch:
+    """Arrays inside object columns become lists, so Ray stores them as Arrow lists.
+
+    Left as numpy arrays, Ray turns them into tensor extension columns, which cannot be
+    concatenated with a block where the column is all null (a batch of rejected rows).
+    """
+    for column, values in batch.items():
+        if values.dtype == object and any(isinstance(v, np.ndarray) for v in values):
+            batch[column] = object_column([_plain(v) for v in values])
+    return batch
+
+
 def run_operator(op: Operator, batch: Batch) -> Batch:
     """Call ``op`` on a batch the way the pipeline does: live rows only, timed."""
     start = time.perf_counter()
     out = normalize_batch(op(batch)) if op.sees_rejected else apply_to_live_rows(op, batch)
+    out = arrow_friendly(out)
     n = batch_size_of(out)
     if n and not op.sees_rejected:
         out[f"_t_{op.name}"] = np.full(n, (time.perf_counter() - start) / n)
@@ -78,7 +105,9 @@ def map_batches_kwargs(op: Operator, res: Resources) -> dict[str, Any]:
         kwargs["memory"] = res.memory_bytes
     if uses_actors(op, res):
         low, high = res.concurrency or (1, 1)
-        kwargs["compute"] = ray.data.ActorPoolStrategy(min_size=low, max_size=high)
+        # Ray Data keeps at least one actor while a stage runs and releases the whole pool when
+        # the stage is done, which is what lets GPU node groups scale back to zero.
+        kwargs["compute"] = ray.data.ActorPoolStrategy(min_size=max(1, low), max_size=max(1, high))
         kwargs["fn_constructor_kwargs"] = {"op": op}
     else:
         if res.concurrency:
@@ -107,3 +136,36 @@ def apply_operator(ds: Any, op: Operator, override: Any | None = None) -> Any:
     fn = stage_callable(op, res)
     logger.debug("stage %s: %s", op.name, {k: v for k, v in kwargs.items() if "kwargs" not in k})
     return ds.map_batches(fn, **kwargs)
+
+
+def capacity_problems(stages: list[tuple[Operator, Resources]], available: dict[str, float]) -> list[str]:
+    """Why these stages cannot all run at once on ``available`` resources (empty: they can).
+
+    Ray Data starts every actor pool's minimum size up front and keeps it while the job runs;
+    if those actors take all CPUs (or GPUs), task stages never get scheduled and the job stalls
+    instead of failing, so the runner checks this first.
+    """
+    need = {"CPU": 0.0, "GPU": 0.0}
+    largest_task_cpu = 0.0
+    for op, res in stages:
+        if uses_actors(op, res):
+            low = max(1, (res.concurrency or (1, 1))[0])
+            need["CPU"] += low * res.num_cpus
+            need["GPU"] += low * res.num_gpus
+        else:
+            largest_task_cpu = max(largest_task_cpu, res.num_cpus)
+    need["CPU"] += largest_task_cpu
+    problems = []
+    for kind, amount in need.items():
+        have = available.get(kind, 0.0)
+        if amount > have + 1e-9:
+            users = ", ".join(f"{op.name} ({getattr(res, 'num_' + kind.lower() + 's')} x "
+                              f"{max(1, (res.concurrency or (1, 1))[0])})"
+                              for op, res in stages if uses_actors(op, res)
+                              and getattr(res, "num_" + kind.lower() + "s"))
+            problems.append(
+                f"the stages need {amount:g} {kind} at once but the cluster has {have:g} "
+                f"(actor pools: {users or 'none'}; plus {largest_task_cpu:g} CPU for a task). "
+                f"Lower stages.<name>.num_{kind.lower()}s or concurrency, or give Ray more "
+                f"(ray.num_{kind.lower()}s for a local run).")
+    return problems

@@ -26,8 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _config_args(sub.add_parser("run", help="run the pipeline on a config"))
     _config_args(sub.add_parser("validate", help="validate a config and print it resolved"))
-    samples = sub.add_parser("samples", help="write sample videos (and bad inputs) for a smoke run")
+    samples = sub.add_parser(
+        "samples", help="write sample videos, bad inputs, a manifest and tiny models for a smoke run")
     samples.add_argument("directory")
+    samples.add_argument("--no-models", action="store_true",
+                         help="skip the tiny random-weight models under DIRECTORY/models")
     return parser
 
 
@@ -36,10 +39,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "samples":
+        from pathlib import Path
+
         from ray_jobs.samples import write_samples
 
         for path in write_samples(args.directory):
             print(path)
+        if not args.no_models:
+            from ray_jobs.tiny_models import write_smoke_models
+
+            for name, path in write_smoke_models(Path(args.directory) / "models").items():
+                print(f"{name}: {path}")
         return 0
     try:
         config = load_config(args.config, args.overrides)

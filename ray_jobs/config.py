@@ -13,9 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from operators.captions.short_caption import ShortCaptionConfig
+from operators.captions.text_embed import TextEmbedConfig
 from operators.config import StrictModel
+from operators.dedup.config import DedupConfig
+from operators.keyframes.clip_model import ClipConfig
+from operators.keyframes.select import KeyframeConfig
 from operators.sources import SourceConfig
 from operators.video.duration_filter import DurationFilterConfig
 from operators.video.probe import ProbeConfig
@@ -41,6 +46,18 @@ class RayConfig(StrictModel):
         None, description="Bytes of object store for a local Ray (None: Ray's default).")
 
 
+class StepsConfig(StrictModel):
+    """Which steps of the method run. Probing, the duration filter and frame sampling always do."""
+
+    short_caption: bool = Field(True, description="Step 2: a one-sentence caption per video.")
+    dedup: bool = Field(
+        True, description="Step 2: embed the short caption and drop semantic near-duplicates "
+        "(needs short_caption).")
+    keyframes: bool = Field(
+        True, description="Step 3: CLIP embeddings of the sampled frames and keyframe selection; "
+        "keyframe JPEGs are written under keyframes/.")
+
+
 class StageOverride(StrictModel):
     """Per-stage resources, overriding what the operator declares."""
 
@@ -62,9 +79,24 @@ class PipelineConfig(StrictModel):
     filter: DurationFilterConfig = Field(
         default_factory=DurationFilterConfig, description="Duration filter (step 1).")
     frames: SampleConfig = Field(default_factory=SampleConfig, description="Frame sampling.")
+    steps: StepsConfig = Field(default_factory=StepsConfig, description="Which steps run.")
+    short_caption: ShortCaptionConfig = Field(
+        default_factory=ShortCaptionConfig, description="Short captioner (step 2).")
+    embed: TextEmbedConfig = Field(
+        default_factory=TextEmbedConfig, description="Caption embedder for dedup (step 2).")
+    dedup: DedupConfig = Field(default_factory=DedupConfig, description="Semantic dedup (step 2).")
+    clip: ClipConfig = Field(default_factory=ClipConfig, description="CLIP frame encoder (step 3).")
+    keyframes: KeyframeConfig = Field(
+        default_factory=KeyframeConfig, description="Keyframe selection (step 3).")
     writer: WriterConfig = Field(default_factory=WriterConfig, description="Output files.")
     stages: dict[str, StageOverride] = Field(
         default_factory=dict, description="Resources per stage name, e.g. stages.probe.batch_size.")
+
+    @model_validator(mode="after")
+    def _steps_fit_together(self) -> PipelineConfig:
+        if self.steps.dedup and not self.steps.short_caption:
+            raise ValueError("steps.dedup needs steps.short_caption: dedup compares short captions")
+        return self
 
     @field_validator("input", mode="before")
     @classmethod

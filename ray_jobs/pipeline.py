@@ -6,12 +6,20 @@ no logic of its own. Stages a run does not enable are simply not in the list.
 
 from __future__ import annotations
 
+from functools import partial
+
 from operators.base import Operator
+from operators.captions.short_caption import ShortCaption
+from operators.captions.text_embed import TextEmbed
+from operators.dedup.operator import SemanticDedup
+from operators.keyframes.clip_encoder import ClipEncode
+from operators.keyframes.operator import SelectKeyframes
 from operators.sources import ExpandShards, needs_shard_expansion
 from operators.video.duration_filter import DurationFilter
 from operators.video.probe import ProbeVideo
 from operators.video.sample import SampleFrames
 from ray_jobs.config import PipelineConfig
+from ray_jobs.resume import dedup_resume_state
 
 #: Every stage name, in pipeline order (also the keys accepted under ``stages:``).
 STAGE_NAMES: tuple[str, ...] = (
@@ -19,6 +27,11 @@ STAGE_NAMES: tuple[str, ...] = (
     "probe",
     "duration_filter",
     "sample_frames",
+    "short_caption",
+    "text_embed",
+    "semantic_dedup",
+    "clip_encode",
+    "select_keyframes",
     "write",
 )
 
@@ -34,4 +47,16 @@ def build_operators(config: PipelineConfig) -> list[Operator]:
         DurationFilter(config.filter),
         SampleFrames(config.frames),
     ]
+    if config.steps.short_caption:
+        ops.append(ShortCaption(config.short_caption))
+    if config.steps.dedup:
+        ops += [
+            TextEmbed(config.embed),
+            SemanticDedup(config.dedup, resume=partial(dedup_resume_state, config.output)),
+        ]
+    if config.steps.keyframes:
+        ops += [
+            ClipEncode(config.clip),
+            SelectKeyframes(config.keyframes, output_dir=config.output),
+        ]
     return ops

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pyarrow.parquet as pq
 
 from operators.io import filesystem, join
@@ -28,13 +29,15 @@ def _parquet_files(output: str, folder: str) -> tuple[object, list[str]]:
 
 
 def read_column_values(output: str, folder: str, columns: list[str]) -> list[dict]:
-    """Rows of ``columns`` from every complete Parquet file under ``output/folder``."""
+    """Rows of ``columns`` from every complete Parquet file under ``output/folder``. A file
+    written before a stage existed contributes the columns it has."""
     fs, files = _parquet_files(output, folder)
     rows: list[dict] = []
     for path in files:
         with fs.open(path, "rb") as f:
-            table = pq.read_table(f, columns=columns)
-        rows.extend(table.to_pylist())
+            parquet = pq.ParquetFile(f)
+            present = [c for c in columns if c in parquet.schema_arrow.names]
+            rows.extend(parquet.read(columns=present).to_pylist())
     return rows
 
 
@@ -44,3 +47,21 @@ def completed_video_ids(output: str) -> set[str]:
         if row["reason"] not in RETRYABLE_REASONS:
             done.add(row["video_id"])
     return done
+
+
+def dedup_resume_state(output: str):  # -> operators.dedup.operator.ResumeState | None
+    """The dedup pool of an earlier run on ``output``: its kept rows' caption embeddings, and
+    the rank to continue from, so a rerun decides as if it had never stopped."""
+    from operators.dedup.operator import ResumeState
+
+    kept = [r for r in read_column_values(output, "dataset", ["video_id", "text_embedding", "dedup_rank"])
+            if r.get("text_embedding") is not None]
+    ranks = [r["dedup_rank"] for r in kept if r.get("dedup_rank") is not None]
+    ranks += [r["dedup_rank"] for r in read_column_values(output, "rejected", ["dedup_rank"])
+              if r.get("dedup_rank") is not None]
+    if not kept and not ranks:
+        return None
+    kept.sort(key=lambda r: r["dedup_rank"] if r.get("dedup_rank") is not None else -1)
+    vectors = np.array([r["text_embedding"] for r in kept], dtype=np.float32).reshape(len(kept), -1)
+    return ResumeState(ids=[r["video_id"] for r in kept], vectors=vectors,
+                       next_rank=max(ranks) + 1 if ranks else 0)

@@ -14,7 +14,7 @@ from operators.base import is_missing
 from operators.io import filesystem, join, write_bytes_atomic
 from operators.sources import list_source_rows
 from operators.writers import WriteShards
-from ray_jobs.adapter import apply_operator
+from ray_jobs.adapter import apply_operator, capacity_problems, resolve_resources
 from ray_jobs.config import ConfigError, PipelineConfig, resolved_yaml
 from ray_jobs.pipeline import build_operators
 from ray_jobs.resume import completed_video_ids
@@ -84,6 +84,22 @@ def init_ray(config: PipelineConfig) -> None:
     )
 
 
+def check_capacity(config: PipelineConfig, ops: list) -> None:
+    """Fail fast, before a job that could never progress, when the actor pools' minimum
+    sizes do not fit the cluster. On an autoscaling cluster this is only a warning."""
+    import ray
+
+    stages = [(op, resolve_resources(op, config.stages.get(op.name))) for op in ops]
+    problems = capacity_problems(stages, ray.cluster_resources())
+    if not problems:
+        return
+    if config.ray.address or os.environ.get("RAY_ADDRESS"):
+        for problem in problems:
+            logger.warning("%s (waiting for the autoscaler)", problem)
+    else:
+        raise ConfigError("; ".join(problems))
+
+
 def prepare_output(config: PipelineConfig) -> None:
     fs, path = filesystem(config.output)
     fs.makedirs(path, exist_ok=True)
@@ -118,10 +134,10 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
     if rows:
         init_ray(config)
         ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 256)))
-        for op in build_operators(config):
+        ops = [*build_operators(config), WriteShards(config.writer, output=config.output)]
+        check_capacity(config, ops)
+        for op in ops:
             ds = apply_operator(ds, op, config.stages.get(op.name))
-        writer = WriteShards(config.writer, output=config.output)
-        ds = apply_operator(ds, writer, config.stages.get(writer.name))
         for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
             tally(summary, batch)
     summary.wall_seconds = time.perf_counter() - started

@@ -7,6 +7,7 @@ use to check which frame a stage picked.
 
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Iterable
 from fractions import Fraction
@@ -74,15 +75,32 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], *, fps: Fraction
     return path
 
 
+#: Source captions of the samples, as a Panda-70M-style dataset would carry them. Two are
+#: paraphrases of each other, so semantic dedup has something to catch; two have none, so the
+#: captioner model runs on them.
+SAMPLE_CAPTIONS = {
+    "three_scenes.mp4": "A red screen turns green and then blue.",
+    "three_scenes_again.mp4": "The screen is red, then it turns green, then blue.",
+    "one_scene.mp4": "A plain green picture with a flickering band of squares at the top.",
+    "moving.webm": None,
+    "too_long.mp4": "A blue screen that stays still for more than two minutes.",
+    "empty.mp4": None,
+    "random_bytes.mp4": "Random noise.",
+    "notes.mp4": "A text file.",
+}
+
+
 def write_samples(directory: str | Path) -> list[Path]:
-    """Write the smoke-run inputs into ``directory`` and return their paths."""
+    """Write the smoke-run inputs into ``directory`` (videos, broken files and a
+    ``manifest.csv`` listing them with captions) and return the paths of the inputs."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     ntsc = Fraction(30000, 1001)
     red, green, blue = (200, 40, 40), (40, 200, 40), (40, 40, 200)
+    scenes = [(0, red), (120, green), (240, blue)]
     paths = [
-        write_video(out / "three_scenes.mp4",
-                    scene_frames(360, 320, 240, [(0, red), (120, green), (240, blue)]), fps=ntsc),
+        write_video(out / "three_scenes.mp4", scene_frames(360, 320, 240, scenes), fps=ntsc),
+        write_video(out / "three_scenes_again.mp4", scene_frames(300, 288, 216, scenes), fps=25),
         write_video(out / "one_scene.mp4", scene_frames(150, 320, 180, [(0, green)]), fps=25),
         write_video(out / "moving.webm", scene_frames(96, 256, 144), fps=24, codec="libvpx-vp9"),
         write_video(out / "too_long.mp4", scene_frames(131, 64, 48, [(0, blue)]), fps=1),
@@ -91,5 +109,10 @@ def write_samples(directory: str | Path) -> list[Path]:
     (out / "random_bytes.mp4").write_bytes(np.random.default_rng(0).bytes(4096))
     (out / "notes.mp4").write_text("this is a text file with a video extension\n")
     paths += [out / "empty.mp4", out / "random_bytes.mp4", out / "notes.mp4"]
+    with open(out / "manifest.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["uri", "caption"])
+        for path in paths:
+            writer.writerow([path.name, SAMPLE_CAPTIONS.get(path.name) or ""])
     os.sync()
     return paths

@@ -35,4 +35,7 @@ def fit_size(width: int, height: int, short_side: int | None, max_pixels: int) -
         scale = (max_pixels / (width * height)) ** 0.5
     w = max(2, int(round(width * scale / 2)) * 2)
     h = max(2, int(round(height * scale / 2)) * 2)
+    if w * h > max_pixels:  # rounding up to even sizes must not break the cap
+        w = max(2, int(width * scale / 2) * 2)
+        h = max(2, int(height * scale / 2) * 2)
     return w, h

@@ -1,0 +1,326 @@
+"""``LLMClient``: every API call of the pipeline goes through here.
+
+One call: cache lookup -> limiter.acquire(estimate) -> HTTP call -> reconcile the usage, adopt
+the rate-limit headers, charge the budget, store the answer. Retryable failures (429, 408, 409,
+5xx, timeouts, dropped connections, malformed bodies) back off with full jitter up to
+``max_attempts``; a 429 pauses every caller of the limiter for Retry-After. Errors retrying
+cannot fix raise ``PermanentCallError`` at once. The limiter and the budget are injected, so a
+Ray actor proxy (any object with the same async methods) can stand in for the local ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import random
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from operators.llm.budget import Budget, Usage, call_cost
+from operators.llm.cache import ResponseCache, request_key
+from operators.llm.config import LLMConfig
+from operators.llm.errors import (
+    LLMCallError,
+    MissingAPIKeyError,
+    PermanentCallError,
+    RefusalError,
+    RetriesExhaustedError,
+    scrub,
+)
+from operators.llm.limiter import Permit, RateLimiter, retry_after_seconds
+from operators.llm.tokens import estimate_prompt_tokens, estimate_text_tokens_fallback, text_counter
+
+logger = logging.getLogger(__name__)
+
+RETRYABLE_STATUS = {408, 409} | set(range(500, 600))
+_REFUSAL = re.compile(
+    r"^\s*(I['’]m sorry|I am sorry|I apologi[sz]e|Sorry,? (but )?I|I can(['’]|no)t (help|assist|comply)"
+    r"|I['’]m (unable|not able) to (help|assist|comply))",
+    re.IGNORECASE,
+)
+
+
+class Limiter(Protocol):
+    async def acquire(self, est_tokens: int) -> Permit: ...
+    async def reconcile(self, permit: Permit, actual_tokens: int) -> None: ...
+    async def observe_headers(self, headers: Mapping[str, str]) -> None: ...
+    async def pause_for(self, seconds: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class CallResult:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    cached: bool
+    attempts: int = 0
+    finish_reason: str | None = None
+
+
+def backoff_delay(retry: int, base_s: float, max_s: float, rng: random.Random) -> float:
+    """Full jitter: uniform in [0, min(max, base * 2**retry)] (retry 0 = the first retry)."""
+    return rng.uniform(0.0, min(max_s, base_s * 2.0**retry))
+
+
+def looks_like_refusal(text: str) -> bool:
+    """A short answer that opens like a refusal. Long answers are captions, whatever they open with."""
+    return len(text) < 400 and _REFUSAL.match(text) is not None
+
+
+async def _resolve(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+def _parsed(text: str, parse: Callable[[str], str] | None) -> str | None:
+    """``parse(text)``, or None when the parser rejects it."""
+    if parse is None:
+        return text
+    try:
+        return parse(text)
+    except ValueError:
+        return None
+
+
+class _Retryable(Exception):
+    def __init__(self, reason: str, detail: str, pause_s: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason, self.detail, self.pause_s = reason, detail, pause_s
+
+
+class LLMClient:
+    """Chat completions against ``config.base_url`` with limits, retries, cache and budget."""
+
+    def __init__(
+        self,
+        config: LLMConfig,
+        limiter: Limiter | None = None,
+        budget: Any = None,
+        cache: ResponseCache | None = None,
+        base_url: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.base_url = base_url or config.base_url
+        self.limiter = limiter or RateLimiter(
+            config.requests_per_minute,
+            config.tokens_per_minute,
+            config.rate_window_s,
+            headroom=config.rate_headroom,
+        )
+        self.budget = budget if budget is not None else Budget(config.budget_usd)
+        self.cache = cache
+        self._rng = rng or random.Random()
+        self._secret: str | None = None
+        self._openai: Any = None
+        self._count_text = estimate_text_tokens_fallback
+
+    def __repr__(self) -> str:
+        return f"LLMClient(base_url={self.base_url!r}, model={self.config.model!r}, api_key=***)"
+
+    def setup(self) -> None:
+        """Read the key from the environment and open the HTTP client (once per worker)."""
+        import openai
+
+        env = self.config.api_key_env
+        key = os.environ.get(env) if env else "unused"
+        if not key:
+            raise MissingAPIKeyError(f"environment variable {env} (llm.api_key_env) is not set")
+        self._secret = key if env else None
+        self._openai = openai.AsyncOpenAI(
+            base_url=self.base_url, api_key=key, max_retries=0, timeout=self.config.timeout_s
+        )
+        self._count_text = text_counter(self.config.model, self.config.tokenizer)
+
+    async def close(self) -> None:
+        if self._openai is not None:
+            await self._openai.close()
+
+    async def start_video(self) -> bool:
+        """Whether the budget allows one more video to start."""
+        return bool(await _resolve(self.budget.can_start()))
+
+    def estimate_tokens(self, messages: Sequence[Mapping[str, Any]], max_tokens: int) -> int:
+        """What the provider counts against tokens/min: the prompt plus ``max_tokens``."""
+        c = self.config
+        return max_tokens + estimate_prompt_tokens(
+            messages, self._count_text, c.image_base_tokens, c.image_tile_tokens, c.detail
+        )
+
+    async def complete(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        max_tokens: int,
+        usage: Usage | None = None,
+        parse: Callable[[str], str] | None = None,
+        **parameters: Any,
+    ) -> CallResult:
+        """One answer for ``messages``; raises ``LLMCallError`` subclasses, never returns a refusal.
+
+        ``parse`` turns the raw answer into the result's text and raises ``ValueError`` for an
+        unusable one; that counts as a refusal (asked again up to ``refusal_retries`` times, then
+        ``RefusalError("unusable_answer")``), so an unusable answer is never cached. The cache
+        keeps raw answers and parses them again on a hit: a stricter parser never trusts an
+        answer an older one let through.
+        """
+        if self._openai is None:
+            raise RuntimeError("LLMClient.setup() was not called")
+        usage = usage if usage is not None else Usage()
+        params = {"max_tokens": max_tokens, "temperature": self.config.temperature, **parameters}
+        key = request_key(self.config.model, params, messages) if self.cache else None
+        if key is not None:
+            entry = await asyncio.to_thread(self.cache.get, key)
+            text = _parsed(entry["text"], parse) if entry is not None else None
+            if entry is not None and text is None:
+                logger.warning("cached answer %s is unusable now; calling again", key[:12])
+            if entry is not None and text is not None:
+                usage.add_call(entry["prompt_tokens"], entry["completion_tokens"], 0.0, cached=True)
+                return CallResult(
+                    text,
+                    entry["prompt_tokens"],
+                    entry["completion_tokens"],
+                    0.0,
+                    cached=True,
+                    finish_reason=entry.get("finish_reason"),
+                )
+        est = self.estimate_tokens(messages, max_tokens)
+        if est > self.config.tokens_per_minute:
+            raise PermanentCallError("request_too_large", f"~{est} tokens > llm.tokens_per_minute")
+        result = await self._call_with_retries(messages, params, est, usage, parse)
+        if key is not None:
+            entry = {
+                "model": self.config.model,
+                "text": result.text,
+                "prompt_tokens": result.prompt_tokens,
+                "completion_tokens": result.completion_tokens,
+                "finish_reason": result.finish_reason,
+            }
+            await asyncio.to_thread(self.cache.put, key, entry)
+        if parse is not None:
+            result = replace(result, text=parse(result.text))
+        return result
+
+    async def _call_with_retries(
+        self,
+        messages: Any,
+        params: dict[str, Any],
+        est: int,
+        usage: Usage,
+        parse: Callable[[str], str] | None = None,
+    ) -> CallResult:
+        c = self.config
+        refusals = 0
+        last: _Retryable | None = None
+        for attempt in range(1, c.max_attempts + 1):
+            if last is not None and last.pause_s is None:
+                await asyncio.sleep(backoff_delay(attempt - 2, c.backoff_base_s, c.backoff_max_s, self._rng))
+            permit = await self.limiter.acquire(est)
+            try:
+                return await self._attempt(messages, params, permit, usage, attempt, parse)
+            except _Retryable as exc:
+                last = exc
+                logger.warning(
+                    "call attempt %d/%d failed (%s: %s)", attempt, c.max_attempts, exc.reason, exc.detail
+                )
+                if exc.pause_s is not None:
+                    await self.limiter.pause_for(exc.pause_s)
+            except RefusalError as exc:
+                refusals += 1
+                if refusals > c.refusal_retries or attempt == c.max_attempts:
+                    raise
+                last = _Retryable(exc.reason, exc.detail)
+                logger.warning("model refused (%s); asking again", exc.detail[:80])
+        assert last is not None
+        raise RetriesExhaustedError(last.reason, f"{c.max_attempts} attempts; last: {last.detail}")
+
+    async def _attempt(
+        self,
+        messages: Any,
+        params: dict[str, Any],
+        permit: Permit,
+        usage: Usage,
+        attempt: int,
+        parse: Callable[[str], str] | None = None,
+    ) -> CallResult:
+        import openai
+
+        # Failures are raised outside the except blocks: no exception chain keeps the SDK's
+        # message (which may quote the key) attached to ours.
+        failure: LLMCallError | _Retryable | None = None
+        try:
+            raw = await self._openai.chat.completions.with_raw_response.create(
+                model=self.config.model, messages=list(messages), **params
+            )
+        except openai.APIStatusError as exc:
+            headers = dict(exc.response.headers)
+            await self.limiter.observe_headers(headers)
+            failure = await self._status_error(exc, headers, permit)
+        except openai.APITimeoutError:
+            failure = _Retryable("timeout", f"no answer within {self.config.timeout_s} s")
+        except openai.APIConnectionError as exc:
+            failure = _Retryable("connection", scrub(str(exc.__cause__ or exc), self._secret))
+        if failure is not None:
+            raise failure
+        await self.limiter.observe_headers(dict(raw.headers))
+        try:
+            completion = raw.parse()
+            choice = completion.choices[0]
+            message = choice.message
+        except Exception as exc:  # the body is not a chat completion
+            failure = _Retryable(
+                "malformed_response", scrub(f"{type(exc).__name__}: {exc}"[:300], self._secret)
+            )
+        if failure is not None:
+            raise failure
+        text = (message.content or "").strip()
+        if completion.usage is not None:
+            prompt, output = completion.usage.prompt_tokens, completion.usage.completion_tokens
+        else:  # some servers omit usage: bill our estimate
+            prompt, output = permit.tokens - params["max_tokens"], self._count_text(text)
+        cost = call_cost(self.config.price(), prompt, output)
+        await self.limiter.reconcile(permit, prompt + output)
+        await _resolve(self.budget.charge(cost))
+        usage.add_call(prompt, output, cost, cached=False)
+        if choice.finish_reason == "content_filter":
+            raise PermanentCallError("content_policy", "the answer was stopped by the content filter")
+        refusal = getattr(message, "refusal", None)
+        if refusal or not text or looks_like_refusal(text):
+            raise RefusalError("refusal", scrub(refusal or text or "empty answer", self._secret)[:300])
+        if parse is not None and _parsed(text, parse) is None:
+            raise RefusalError("unusable_answer", scrub(text, self._secret)[:300])
+        if choice.finish_reason == "length":
+            logger.warning("answer cut at max_tokens=%s", params["max_tokens"])
+        return CallResult(
+            text, prompt, output, cost, cached=False, attempts=attempt, finish_reason=choice.finish_reason
+        )
+
+    async def _status_error(
+        self, exc: Any, headers: dict[str, str], permit: Permit
+    ) -> LLMCallError | _Retryable:
+        status = exc.status_code
+        body = exc.body if isinstance(exc.body, dict) else {}
+        error = body.get("error", body) if isinstance(body.get("error", body), dict) else {}
+        code = str(error.get("code") or error.get("type") or "")
+        detail = scrub(f"HTTP {status} {code}: {error.get('message') or exc.message}", self._secret)[:500]
+        if status == 429 and code != "insufficient_quota":
+            pause = retry_after_seconds(headers)
+            pause = (
+                pause
+                if pause is not None
+                else backoff_delay(0, self.config.backoff_base_s, self.config.backoff_max_s, self._rng)
+            )
+            await self.limiter.reconcile(permit, 0)  # a 429 used no tokens
+            return _Retryable("rate_limited", detail, pause_s=pause)
+        if status in RETRYABLE_STATUS:
+            return _Retryable(f"http_{status}", detail)
+        if "content_policy" in code or "content_filter" in code:
+            return PermanentCallError("content_policy", detail)
+        if status == 400 and "image" in (code + detail).lower():
+            return PermanentCallError("bad_image", detail)
+        fatal = status in (401, 403, 404) or code == "insufficient_quota"
+        return PermanentCallError(f"http_{status}", detail, fatal=fatal)

@@ -1,0 +1,187 @@
+"""Configuration of the API client layer (``llm.*`` keys) and of the local test server."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from operators.config import StrictModel
+
+FaultKind = Literal["429", "500", "503", "timeout", "disconnect", "malformed", "refusal"]
+
+
+class ModelPrice(StrictModel):
+    """USD per million tokens for one model."""
+
+    input_per_mtok: float = Field(ge=0, description="USD per 1M input (prompt) tokens, images included.")
+    output_per_mtok: float = Field(ge=0, description="USD per 1M output (completion) tokens.")
+
+
+def default_prices() -> dict[str, ModelPrice]:
+    # OpenAI list prices (standard tier) when this table was written; check yours and override
+    # ``llm.prices.<model>`` in the config: the budget cap is only as right as these figures.
+    table = {
+        "gpt-4o": (2.50, 10.00),
+        "gpt-4o-mini": (0.15, 0.60),
+        "gpt-4-turbo": (10.00, 30.00),
+        "gpt-4.1": (2.00, 8.00),
+        "gpt-4.1-mini": (0.40, 1.60),
+        "fake-vlm": (1.00, 2.00),  # the local test server's model, for budget tests and smoke runs
+    }
+    return {m: ModelPrice(input_per_mtok=i, output_per_mtok=o) for m, (i, o) in table.items()}
+
+
+class FakeServerConfig(StrictModel):
+    """The local OpenAI-compatible test server (``operators.llm.test_server``).
+
+    When ``enabled``, a run starts it in-process and points ``llm.base_url`` at it (smoke runs).
+    """
+
+    enabled: bool = Field(False, description="Start the local test server and send every call to it.")
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(0, ge=0, le=65535, description="Port; 0 picks a free one.")
+    model: str = Field("fake-vlm", description="Model name the server answers as (any name is accepted).")
+    requests_per_minute: int | None = Field(
+        None, gt=0, description="Requests allowed per window (429 beyond it); None = no limit."
+    )
+    tokens_per_minute: int | None = Field(
+        None, gt=0, description="Tokens (prompt + completion) allowed per window; None = no limit."
+    )
+    window_s: float = Field(60.0, gt=0, description="Length of the sliding rate-limit window in seconds.")
+    latency_s: tuple[float, float] = Field(
+        (0.0, 0.0), description="Answer latency drawn uniformly from [min, max] seconds."
+    )
+    fault_rates: dict[FaultKind, float] = Field(
+        default_factory=dict,
+        description="Probability of each injected fault per request: 429 (Retry-After 0.5 s), 500, 503, "
+        "timeout (hang), "
+        "disconnect (drop the connection), malformed (invalid JSON body), refusal.",
+    )
+    hang_s: float = Field(600.0, gt=0, description="How long a 'timeout' fault hangs before answering.")
+    seed: int = Field(0, description="Seed of the fault and latency draws (deterministic per request).")
+    allowed_image_counts: list[int] | None = Field(
+        None, description="Numbers of images a request may carry (e.g. [0, 1, 2]); None = any."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> FakeServerConfig:
+        lo, hi = self.latency_s
+        if not 0 <= lo <= hi:
+            raise ValueError("latency_s must be [min, max] with 0 <= min <= max")
+        if any(not 0 <= r <= 1 for r in self.fault_rates.values()) or sum(self.fault_rates.values()) > 1:
+            raise ValueError("fault_rates must be probabilities that sum to at most 1")
+        return self
+
+
+class PromptFiles(StrictModel):
+    """Prompt templates of the captioning calls; None = the built-in ones in
+    ``operators/llm/prompts/``. Templates are ``str.format`` strings (write ``{{`` for a brace);
+    the fields each may use are listed in :mod:`operators.llm.diffsw_prompts`."""
+
+    detailed: str | None = Field(
+        None, description="Template file of keyframe 0's detailed caption (fields: frame_index, timestamp)."
+    )
+    differential: str | None = Field(
+        None,
+        description="Template file of a differential caption (fields: prev_caption, prev_index, "
+        "prev_timestamp, frame_index, timestamp).",
+    )
+    summary: str | None = Field(
+        None, description="Template file of the summary call (fields: captions, num_keyframes)."
+    )
+
+
+class LLMConfig(StrictModel):
+    """The OpenAI-compatible endpoint and how the pipeline may use it (``llm.*``)."""
+
+    base_url: str = Field(
+        "https://api.openai.com/v1",
+        description="Any OpenAI-compatible endpoint: OpenAI, Azure OpenAI, vLLM or SGLang.",
+    )
+    model: str = Field("gpt-4o", description="Vision model for the captions and the summary.")
+    api_key_env: str | None = Field(
+        "OPENAI_API_KEY",
+        description="Environment variable holding the API key (read at client setup, never stored "
+        "in the config); None for endpoints that need no key.",
+    )
+    requests_per_minute: int = Field(
+        500, gt=0, description="Requests/min for the whole cluster (OpenAI tier 1 for gpt-4o: 500)."
+    )
+    tokens_per_minute: int = Field(
+        30_000,
+        gt=0,
+        description="Tokens/min for the whole cluster, prompt + max_tokens as OpenAI counts them "
+        "(tier 1 for gpt-4o: 30000; raise it to your tier).",
+    )
+    rate_window_s: float = Field(
+        60.0, gt=0, description="Window the two limits are counted over (60 for every real provider)."
+    )
+    rate_headroom: float = Field(
+        0.03,
+        ge=0,
+        lt=0.5,
+        description="Fraction of each limit kept unused, so clock skew and in-flight requests never "
+        "cross the provider's window.",
+    )
+    max_attempts: int = Field(6, ge=1, description="Attempts per call, the first included.")
+    backoff_base_s: float = Field(1.0, gt=0, description="First retry waits up to this long (full jitter).")
+    backoff_max_s: float = Field(60.0, gt=0, description="Longest wait between two attempts.")
+    timeout_s: float = Field(120.0, gt=0, description="Timeout of one HTTP request.")
+    refusal_retries: int = Field(
+        1, ge=0, description="Extra attempts after a model refusal (sampling may not refuse twice)."
+    )
+    detail: Literal["low", "high", "auto"] = Field(
+        "high",
+        description="Image detail. 'high' (tiles) keeps the small objects and text a detailed caption "
+        "needs; 'low' is 85 tokens per image but 512 px. Estimates treat 'auto' as 'high'.",
+    )
+    image_longest_side: int = Field(1024, gt=0, description="Keyframes are resized to this longest side.")
+    image_jpeg_quality: int = Field(90, ge=1, le=100, description="JPEG quality of resized keyframes.")
+    image_base_tokens: int = Field(85, ge=0, description="Tokens per image before tiles (provider rule).")
+    image_tile_tokens: int = Field(170, ge=0, description="Tokens per 512 px tile in 'high' detail.")
+    tokenizer: Literal["auto", "tiktoken", "estimate"] = Field(
+        "auto",
+        description="Text token counts: 'auto' = tiktoken if its encoding file is cached locally, "
+        "else a bytes/3 estimate; 'tiktoken' may download it; 'estimate' never uses tiktoken.",
+    )
+    temperature: float = Field(0.2, ge=0, le=2, description="Sampling temperature of every call.")
+    caption_max_tokens: int = Field(512, gt=0, description="max_tokens of each keyframe caption call.")
+    summary_max_tokens: int = Field(1024, gt=0, description="max_tokens of the summary call.")
+    budget_usd: float | None = Field(
+        None, gt=0, description="Stop starting new videos once this much is spent; None = no cap."
+    )
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=default_prices, description="USD per 1M tokens, per model name."
+    )
+    cache: bool = Field(True, description="Keep every answer in a content-addressed cache.")
+    cache_dir: str | None = Field(
+        None, description="Where the cache lives (any fsspec URI); None = {output}/llm_cache."
+    )
+    concurrency_per_actor: int = Field(16, gt=0, description="Videos in flight in one API actor.")
+    rate_limit_scope: Literal["cluster", "per_actor"] = Field(
+        "cluster",
+        description="'cluster': one limiter actor shared by every API actor (the limits hold for "
+        "the whole run); 'per_actor': each actor paces itself at limit / max actors (as Ray's own "
+        "HTTP stage does; for comparison only).",
+    )
+    prompts: PromptFiles = Field(default_factory=PromptFiles, description="Prompt template overrides.")
+    summarize_single_keyframe: bool = Field(
+        True,
+        description="Make the summary call for a video with one keyframe too (the paper always "
+        "summarizes); False uses its detailed caption as the summary.",
+    )
+    server: FakeServerConfig = Field(
+        default_factory=FakeServerConfig, description="The local test server, for smoke runs."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> LLMConfig:
+        if self.budget_usd is not None and self.model not in self.prices:
+            raise ValueError(f"llm.budget_usd is set but llm.prices has no entry for model {self.model!r}")
+        if self.backoff_max_s < self.backoff_base_s:
+            raise ValueError("llm.backoff_max_s must be >= llm.backoff_base_s")
+        return self
+
+    def price(self) -> ModelPrice | None:
+        return self.prices.get(self.model)

@@ -1,0 +1,262 @@
+"""Requests/min and tokens/min budgets shared by every caller of one endpoint.
+
+``RateLimiter`` keeps all its state in one object with four async methods (``acquire``,
+``reconcile``, ``observe_headers``, ``pause_for``), so one instance can sit behind a Ray named
+actor and serve the whole cluster; it never imports Ray and takes an injectable clock.
+
+Each budget is paced with GCRA (the "virtual scheduling" form of a token bucket): admissions
+are spread evenly at ``rate = limit * (1 - headroom) / window`` with a burst tolerance of
+``burst_fraction * window`` seconds. Then in ANY window of ``window`` seconds at most
+``rate * (window + burst)`` units are admitted, which is below the provider's limit by about
+``headroom - burst_fraction`` of it (2 % by default: slack for clock skew and in-flight requests),
+while steady throughput stays at ``1 - headroom`` (97 %) of the limit.
+
+One request larger than the burst (an image call can be 10 % of a tier-1 tokens/min budget) is
+admitted once the budget is idle, which alone could overshoot a strict sliding window by its own
+size; so tokens are also checked against a log of what was admitted in the last window (capped
+at ``1 - burst_fraction`` of the limit). The log rarely binds; it makes the bound hold always.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import re
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+logger = logging.getLogger(__name__)
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class MonotonicClock:
+    def now(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+@dataclass(frozen=True)
+class Permit:
+    """Proof of one admitted request: what it was charged, to reconcile with real usage."""
+
+    tokens: int
+    granted_at: float
+    id: int = 0
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?)(ms|us|µs|ns|h|m|s)")
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+
+
+def parse_duration(text: str | None) -> float | None:
+    """Seconds in an OpenAI reset header ("1s", "6m0s", "20ms", "1h2m3.5s", or a bare number)."""
+    if text is None:
+        return None
+    text = text.strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+
+
+class _Pace:
+    """GCRA for one budget. ``tat`` is the theoretical time at which everything admitted so far
+    would have drained at ``rate``; a request of cost c is admitted when the new ``tat`` lies at
+    most ``tau`` ahead of now (or the budget is idle, for a request larger than the burst)."""
+
+    def __init__(self, limit: float, window_s: float, headroom: float, burst_fraction: float) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self.rate = limit * (1.0 - headroom) / window_s
+        self.tau = burst_fraction * window_s
+        self.tat = float("-inf")
+
+    def wait(self, cost: float, now: float) -> float:
+        after = max(self.tat, now) + cost / self.rate
+        return max(0.0, after - max(self.tau, cost / self.rate) - now)
+
+    def take(self, cost: float, now: float) -> None:
+        self.tat = max(self.tat, now) + cost / self.rate
+
+    def adjust(self, delta: float, now: float) -> None:
+        """Charge ``delta`` more (or refund it, never below idle: unused credit is not banked)."""
+        moved = self.tat + delta / self.rate
+        self.tat = moved if delta >= 0 else max(moved, min(self.tat, now))
+
+    def adopt_remaining(self, remaining: float, now: float) -> None:
+        """Never believe more is left than the provider says (other clients share the key)."""
+        self.tat = max(self.tat, now + self.tau - remaining / self.rate)
+
+
+class _WindowLog:
+    """Exact sum of the tokens admitted in the last window, per request (to reconcile)."""
+
+    def __init__(self, cap: float, window_s: float) -> None:
+        self.cap, self.window_s = cap, window_s
+        self.entries: deque[list[float]] = deque()  # [time, tokens, id]
+        self.by_id: dict[int, list[float]] = {}
+        self.total = 0.0
+
+    def prune(self, now: float) -> None:
+        while self.entries and self.entries[0][0] + self.window_s <= now:
+            t, tokens, key = self.entries.popleft()
+            self.total -= tokens
+            self.by_id.pop(int(key), None)
+
+    def wait(self, cost: float, now: float) -> float:
+        self.prune(now)
+        excess = self.total + cost - self.cap
+        for t, tokens, _ in self.entries:
+            if excess <= 0:
+                break
+            excess -= tokens
+            if excess <= 0:
+                return t + self.window_s - now
+        return 0.0  # fits, or nothing left to wait for (a request above the cap, alone)
+
+    def add(self, key: int, cost: float, now: float) -> None:
+        entry = [now, float(cost), float(key)]
+        self.entries.append(entry)
+        self.by_id[key] = entry
+        self.total += cost
+
+    def adjust(self, key: int, actual: float) -> None:
+        entry = self.by_id.get(key)
+        if entry is not None:
+            self.total += actual - entry[1]
+            entry[1] = float(actual)
+
+
+class RateLimiter:
+    """Requests and tokens per window for every caller together. See the module docstring."""
+
+    def __init__(
+        self,
+        requests_per_minute: int,
+        tokens_per_minute: int,
+        window_s: float = 60.0,
+        headroom: float = 0.03,
+        burst_fraction: float = 0.01,
+        clock: Clock | None = None,
+    ) -> None:
+        if not 0 <= burst_fraction <= headroom < 1:
+            raise ValueError("need 0 <= burst_fraction <= headroom < 1")
+        self._settings = (window_s, headroom, burst_fraction)
+        self._requests = _Pace(requests_per_minute, *self._settings)
+        self._tokens = _Pace(tokens_per_minute, *self._settings)
+        self._token_log = _WindowLog(tokens_per_minute * (1 - burst_fraction), window_s)
+        self._ids = itertools.count(1)
+        self._clock = clock or MonotonicClock()
+        self._paused_until = float("-inf")
+        self._lock: asyncio.Lock | None = None
+        self.admitted = 0
+        self.pauses = 0
+
+    @property
+    def tokens_per_window(self) -> float:
+        return self._tokens.limit
+
+    async def acquire(self, est_tokens: int) -> Permit:
+        """Wait until one more request of ``est_tokens`` fits both budgets (callers go in order)."""
+        if self._lock is None:  # created lazily: bound to the loop that first uses it
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            while True:
+                now = self._clock.now()
+                wait = max(
+                    self._paused_until - now,
+                    self._requests.wait(1, now),
+                    self._tokens.wait(est_tokens, now),
+                    self._token_log.wait(est_tokens, now),
+                )
+                if wait <= 0:
+                    permit = Permit(tokens=est_tokens, granted_at=now, id=next(self._ids))
+                    self._requests.take(1, now)
+                    self._tokens.take(est_tokens, now)
+                    self._token_log.add(permit.id, est_tokens, now)
+                    self.admitted += 1
+                    return permit
+                await self._clock.sleep(max(wait, 1e-6))
+
+    async def reconcile(self, permit: Permit, actual_tokens: int) -> None:
+        """Correct the token budget once the response reports what the call really used."""
+        self._tokens.adjust(actual_tokens - permit.tokens, self._clock.now())
+        self._token_log.adjust(permit.id, actual_tokens)
+
+    async def pause_for(self, seconds: float) -> None:
+        """Stop every caller for ``seconds`` (a 429 with Retry-After)."""
+        until = self._clock.now() + max(0.0, seconds)
+        if until > self._paused_until:
+            self._paused_until = until
+            self.pauses += 1
+            logger.info("rate limited: every caller pauses for %.2f s", seconds)
+
+    async def observe_headers(self, headers: Mapping[str, str]) -> None:
+        """Adopt the provider's view when it is stricter than ours (``x-ratelimit-*`` headers)."""
+        h = {k.lower(): v for k, v in headers.items()}
+        now = self._clock.now()
+        for name, pace in (("requests", self._requests), ("tokens", self._tokens)):
+            limit = _as_float(h.get(f"x-ratelimit-limit-{name}"))
+            if limit is not None and 0 < limit < pace.limit:
+                logger.warning(
+                    "provider's %s limit is %g per window, below the configured %g; using it",
+                    name,
+                    limit,
+                    pace.limit,
+                )
+                tat = pace.tat
+                pace.__init__(limit, *self._settings)
+                pace.tat = tat
+                if name == "tokens":
+                    self._token_log.cap = limit * (1 - self._settings[2])
+            remaining = _as_float(h.get(f"x-ratelimit-remaining-{name}"))
+            if remaining is not None:
+                pace.adopt_remaining(max(0.0, remaining), now)
+
+    def snapshot(self) -> dict[str, float]:
+        return {
+            "admitted": self.admitted,
+            "pauses": self.pauses,
+            "paused_for_s": max(0.0, self._paused_until - self._clock.now()),
+        }
+
+
+def _as_float(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """How long a 429 asks us to wait: ``retry-after-ms``, ``retry-after`` (seconds), else the
+    reset header of whichever budget is exhausted."""
+    h = {k.lower(): v for k, v in headers.items()}
+    ms = _as_float(h.get("retry-after-ms"))
+    if ms is not None:
+        return max(0.0, ms / 1000)
+    seconds = parse_duration(h.get("retry-after"))
+    if seconds is not None:
+        return seconds
+    waits = [
+        parse_duration(h.get(f"x-ratelimit-reset-{name}"))
+        for name in ("requests", "tokens")
+        if _as_float(h.get(f"x-ratelimit-remaining-{name}")) in (0.0, None)
+    ]
+    waits = [w for w in waits if w is not None]
+    return max(waits) if waits else None

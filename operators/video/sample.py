@@ -1,0 +1,290 @@
+"""Frame sampling with PyAV: frames every ``every_s`` seconds of a clip, decoded once.
+
+Which frame a target time gets: the frame on screen at that time, i.e. the latest frame whose
+presentation time is <= the target (real pts x time_base, never ``int(fps)``, so 29.97 fps and
+variable frame rates stay exact). The first frame of the clip (the first frame at or after
+``clip_start``) and the last one (the last frame before ``clip_end`` or the end of the file)
+are always included; a frame chosen by two targets (a long VFR gap) appears once. Times within
+1 ms of a bound count as on it, so clip bounds rounded to the millisecond land on the right frame.
+
+Cost: one seek to the keyframe before ``clip_start``, then a sequential decode in which
+non-reference frames far from every target are not decoded at all (``operators.video.decode``;
+checked afterwards, and decoded again in full in the rare clip where that changed a choice).
+Only kept frames are converted: one ``reformat`` (swscale) call scales and converts YUV to RGB
+at the output size. Memory holds the kept (resized) frames and one decoded frame.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from fractions import Fraction
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+from pydantic import Field
+
+from operators.base import Batch, Operator, Resources, batch_size_of, reject
+from operators.config import StrictModel
+from operators.video.decode import TOLERANCE_S, NonRefSkipper, clip_end_estimate, decoded_frames
+from operators.video.frames import encode_jpeg, fit_size
+from operators.video.opening import (
+    VideoError,
+    display_size,
+    normalize_rotation,
+    open_video,
+    video_stream,
+)
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class SampleConfig(StrictModel):
+    every_s: float = Field(2.0, gt=0, description="Seconds between sampled frames (ShareGPT4Video: 2 s).")
+    short_side: int | None = Field(
+        336,
+        gt=0,
+        description="Scale so the shorter displayed side is this many pixels (never upscale); "
+        "None keeps the source size. 336 matches CLIP ViT-L/14-336.",
+    )
+    max_pixels: int = Field(1_000_000, gt=0, description="Cap on width x height of each output frame.")
+    max_frames: int = Field(
+        256,
+        gt=0,
+        description="Stop after this many frames (bounds time and memory on a hostile "
+        "10-hour stream); the rest of such a clip is not sampled.",
+    )
+    jpeg_quality: int = Field(95, ge=1, le=100, description="JPEG quality of the frames passed downstream.")
+    skip_nonref: bool = Field(
+        True,
+        description="Leave non-reference frames far from any target undecoded (checked afterwards; "
+        "a clip where that changed the choice is decoded again in full).",
+    )
+    decode_threads: int = Field(
+        1,
+        ge=0,
+        description="FFmpeg decoder threads per video; 1 = one core per task (Ray schedules "
+        "one CPU per task), 0 = FFmpeg's choice (all cores).",
+    )
+
+
+class _Converter:
+    """Scale + YUV->RGB in one swscale call at the output size, then turn upright."""
+
+    def __init__(self, config: SampleConfig, rotation: int | None, sample_aspect: Fraction | None) -> None:
+        self.config, self.rotation, self.sample_aspect = config, rotation, sample_aspect
+        self._sizes: dict[tuple[int, int, int], tuple[int, int]] = {}
+
+    def __call__(self, frame: Any) -> np.ndarray:
+        rotation = self.rotation if self.rotation is not None else normalize_rotation(frame.rotation)
+        key = (frame.width, frame.height, rotation)
+        if key not in self._sizes:
+            shown_w, shown_h = display_size(frame.width, frame.height, rotation, self.sample_aspect)
+            out_w, out_h = fit_size(shown_w, shown_h, self.config.short_side, self.config.max_pixels)
+            self._sizes[key] = (out_h, out_w) if rotation in (90, 270) else (out_w, out_h)
+        width, height = self._sizes[key]
+        rgb = frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
+        return np.ascontiguousarray(np.rot90(rgb, rotation // 90)) if rotation else rgb
+
+
+def iter_sampled_frames(
+    uri: str,
+    clip_start: float = 0.0,
+    clip_end: float | None = None,
+    config: SampleConfig | None = None,
+    rotation: int | None = None,
+    fps: Fraction | None = None,
+    errors: list[str] | None = None,
+) -> Iterator[tuple[np.ndarray, float]]:
+    """Yield ``(rgb HxWx3 uint8, seconds from clip_start)`` for each sampled frame, in order.
+
+    ``rotation``: counter-clockwise degrees to turn frames upright (the probe's value); None
+    reads it from each frame. A decode error mid-stream ends the iteration after the frames
+    decoded so far (plus the last good frame) and is appended to ``errors``; with no frame at
+    all it raises :class:`VideoError` ('corrupt')."""
+
+    config = config or SampleConfig()
+    errors = [] if errors is None else errors
+    with open_video(uri) as (container, _):
+        stream = video_stream(container)
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = config.decode_threads
+        convert = _Converter(
+            config,
+            None if rotation is None else normalize_rotation(rotation),
+            Fraction(stream.sample_aspect_ratio) if stream.sample_aspect_ratio else None,
+        )
+        start = float(clip_start or 0.0)
+
+        def select(frames: Iterable[tuple[T, float]]) -> Iterator[tuple[T, float]]:
+            return select_frames(frames, start, clip_end, config.every_s, config.max_frames)
+
+        end = clip_end_estimate(container, stream, clip_end)
+        skipper = None
+        if config.skip_nonref and end is not None:
+            skipper = NonRefSkipper(start, end, config.every_s, fps or _rate(stream))
+        kept = _one_pass(container, stream, start, fps, errors, skipper, select, convert)
+        if skipper is not None and not skipper.verified([t for _, t in kept], select):
+            logger.debug("%s: frame skipping changed the choice; decoding in full", uri)
+            container.seek(stream.start_time or 0, stream=stream, backward=True)
+            stream.codec_context.flush_buffers()
+            stream.codec_context.skip_frame = "DEFAULT"
+            errors.clear()
+            kept = _one_pass(container, stream, start, fps, errors, None, select, convert)
+        if not kept:
+            raise VideoError("corrupt", "no frame decoded in the clip" + (f": {errors[0]}" if errors else ""))
+        for rgb, t in kept:
+            yield rgb, max(0.0, round(t - start, 6))
+
+
+def _rate(stream: Any) -> Fraction | None:
+    rate = stream.average_rate or stream.guessed_rate
+    return Fraction(rate) if rate else None
+
+
+def _one_pass(
+    container: Any,
+    stream: Any,
+    start: float,
+    fps: Fraction | None,
+    errors: list[str],
+    skipper: NonRefSkipper | None,
+    select: Any,
+    convert: _Converter,
+) -> list[tuple[Any, float]]:
+    """Decode the clip once; return the kept frames converted, with seconds from stream start.
+
+    Converted frames are held (not yielded) so a pass whose skipping proves wrong can be redone."""
+    import av
+
+    kept: list[tuple[Any, float]] = []
+    try:
+        for frame, t in select(decoded_frames(container, stream, start, fps, errors, skipper)):
+            kept.append((convert(frame), t))
+    except av.error.FFmpegError as exc:  # conversion of a damaged frame
+        errors.append(f"{type(exc).__name__}: {exc}")
+    return kept
+
+
+def select_frames(
+    frames: Iterable[tuple[T, float]], start: float, end: float | None, every_s: float, max_frames: int
+) -> Iterator[tuple[T, float]]:
+    """Pick from ``(item, seconds)`` in presentation order the clip's first item, the item on
+    screen at each ``start + k * every_s`` (latest time <= target), and the clip's last item.
+
+    Lazy: an item is yielded only once it is known to be kept, so the caller converts nothing
+    else; at most one item is held back (the candidate for the next target)."""
+    stop = float("inf") if end is None else float(end) - TOLERANCE_S
+    k = kept = 0
+    prev: tuple[T, float] | None = None
+    prev_kept = False
+    for item, t in frames:
+        if t < start - TOLERANCE_S:
+            continue
+        if t >= stop:
+            break
+        if prev is None:  # the clip's first frame also covers every target up to its time
+            yield item, t
+            kept += 1
+            prev, prev_kept = (item, t), True
+            while start + k * every_s <= t + TOLERANCE_S:
+                k += 1
+            if kept >= max_frames:
+                return
+            continue
+        while t > start + k * every_s + TOLERANCE_S:  # prev was on screen at target k
+            if not prev_kept:
+                yield prev
+                kept += 1
+                prev_kept = True
+                if kept >= max_frames:
+                    return
+            k += 1
+        prev, prev_kept = (item, t), False
+    if prev is not None and not prev_kept:
+        yield prev  # the clip's last frame
+
+
+def sample_frames(
+    uri: str,
+    clip_start: float = 0.0,
+    clip_end: float | None = None,
+    config: SampleConfig | None = None,
+    rotation: int | None = None,
+    fps: Fraction | None = None,
+) -> tuple[list[np.ndarray], list[float]]:
+    """All sampled frames of a clip as RGB arrays, and their times in seconds from clip start."""
+    frames: list[np.ndarray] = []
+    times: list[float] = []
+    for rgb, t in iter_sampled_frames(uri, clip_start, clip_end, config, rotation, fps):
+        frames.append(rgb)
+        times.append(t)
+    return frames, times
+
+
+class SampleFrames(Operator):
+    """Sample frames every ``every_s`` seconds of each clip, as JPEG bytes with their times."""
+
+    name: ClassVar[str] = "sample_frames"
+    input_columns: ClassVar[tuple[str, ...]] = (
+        "uri",
+        "clip_start",
+        "clip_end",
+        "duration",
+        "fps",
+        "rotation",
+    )
+    output_columns: ClassVar[tuple[str, ...]] = ("frames", "frame_timestamps")
+
+    def __init__(self, config: SampleConfig | None = None, resources: Resources | None = None) -> None:
+        super().__init__(config or SampleConfig(), resources)
+
+    def default_resources(self) -> Resources:
+        return Resources(num_cpus=1.0, batch_size=4)
+
+    def __call__(self, batch: Batch) -> Batch:
+        n = batch_size_of(batch)
+        frames: list[Any] = [None] * n
+        stamps: list[Any] = [None] * n
+        for i in range(n):
+            uri = str(batch["uri"][i])
+            start = _value(batch, "clip_start", i) or 0.0
+            duration = _value(batch, "duration", i)
+            end = start + duration if duration is not None else _value(batch, "clip_end", i)
+            fps = _value(batch, "fps", i)
+            rotation = _value(batch, "rotation", i)
+            errors: list[str] = []
+            jpegs, times = [], []
+            try:
+                for rgb, t in iter_sampled_frames(
+                    uri,
+                    start,
+                    end,
+                    self.config,
+                    None if rotation is None else int(rotation),
+                    Fraction(fps).limit_denominator(100000) if fps else None,
+                    errors,
+                ):
+                    jpegs.append(encode_jpeg(rgb, self.config.jpeg_quality))  # hold JPEG, not RGB
+                    times.append(t)
+            except VideoError as exc:
+                reject(batch, i, self.name, exc.reason, exc.detail)
+                continue
+            if errors:
+                logger.warning("%s: decode stopped after %d frames: %s", uri, len(jpegs), errors[0])
+            frames[i], stamps[i] = jpegs, times
+        batch["frames"] = frames
+        batch["frame_timestamps"] = stamps
+        return batch
+
+
+def _value(batch: Batch, column: str, i: int) -> float | None:
+    values = batch.get(column)
+    if values is None:
+        return None
+    value = values[i]
+    if value is None or value != value:
+        return None
+    return float(value)
