@@ -29,8 +29,16 @@ def test_tokens_and_cost_for_one_known_video():
     prompts = PromptSet.load()
     count = estimate_text_tokens_fallback
     detailed = count(prompts.detailed.format(frame_index=0, timestamp="0.00")) + 6 + 765
-    diff = count(prompts.differential.format(prev_caption="", prev_index=0, prev_timestamp="0.00",
-                                             frame_index=1, timestamp="2.00").strip()) + 6 + 150 + 2 * 765
+    diff = (
+        count(
+            prompts.differential.format(
+                prev_caption="", prev_index=0, prev_timestamp="0.00", frame_index=1, timestamp="2.00"
+            ).strip()
+        )
+        + 6
+        + 150
+        + 2 * 765
+    )
     summary = count(prompts.summary.format(captions="", num_keyframes=0).strip()) + 6 + 2 * (150 + 12)
     assert e.input_tokens == pytest.approx(detailed + diff + summary, abs=3)
     assert e.output_tokens == 2 * 150 + 400 and e.output_tokens_max == 2 * 512 + 1024
@@ -42,7 +50,9 @@ def test_wall_time_from_the_binding_limit_and_sample_scaling():
     c = config(requests_per_minute=60, tokens_per_minute=10**9, rate_headroom=0.0)
     e = estimate_from_keyframe_counts([4] * 10, (640, 360), c, total_videos=100)
     assert e.calls == 500 and e.binding == "requests" and e.minutes == pytest.approx(500 / 60)
-    t = estimate_from_keyframe_counts([4] * 10, (640, 360), config(requests_per_minute=10**6, rate_headroom=0.0))
+    t = estimate_from_keyframe_counts(
+        [4] * 10, (640, 360), config(requests_per_minute=10**6, rate_headroom=0.0)
+    )
     assert t.binding == "tokens"
     assert t.minutes == pytest.approx((t.input_tokens + t.output_tokens) / 30_000)
     low = estimate_from_keyframe_counts([4] * 10, (640, 360), config(detail="low"))

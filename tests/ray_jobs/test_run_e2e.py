@@ -23,7 +23,8 @@ def read_folder(path: Path) -> list[dict]:
 def run(corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "out"
     config = {"input": [{"kind": "folder", "path": str(corpus)}], "output": str(out),
-              "ray": {"num_cpus": 2}, "frames": {"short_side": 160}}
+              "ray": {"num_cpus": 2}, "frames": {"short_side": 160},
+              "steps": {"short_caption": False, "dedup": False, "keyframes": False}}
     config_path = out.parent / "config.yaml"
     config_path.write_text(yaml.safe_dump(config))
     result = sg4v("run", str(config_path), "--set", "stages.probe.batch_size=4",
@@ -109,7 +110,7 @@ def test_bad_config_exits_nonzero_naming_the_key(tmp_path):
 def test_missing_input_folder_is_a_clear_error(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({"input": {"kind": "folder", "path": str(tmp_path / "nope")},
-                                    "output": str(tmp_path / "o")}))
+                                    "output": str(tmp_path / "o"), "steps": {"keyframes": False}}))
     result = sg4v("run", str(path))
     assert result.returncode == 2
     assert "input.0 (folder)" in result.stderr

@@ -1,0 +1,107 @@
+"""The smoke config end to end: every step of the method with tiny models on a local Ray."""
+
+import json
+import re
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from ray_jobs.samples import SAMPLE_CAPTIONS
+from tests.ray_jobs.conftest import REPO, sg4v
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def rows(folder: Path) -> dict[str, dict]:
+    out = {}
+    for file in sorted(folder.glob("*.parquet")):
+        for row in pq.read_table(file).to_pylist():
+            assert row["video_id"] not in out, f"{row['video_id']} written twice"
+            out[row["video_id"]] = row
+    return out
+
+
+def smoke_config(samples: Path, out: Path, manifest: Path | None = None) -> dict:
+    text = (REPO / "ray_jobs" / "configs" / "smoke.yaml").read_text()
+    config = yaml.safe_load(text.replace("out/samples", str(samples)).replace("out/smoke", str(out)))
+    if manifest is not None:
+        config["input"][0].update(path=str(manifest), root=str(samples))
+    return config
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("samples")
+    result = sg4v("samples", str(folder))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder
+
+
+@pytest.fixture(scope="module")
+def smoke(samples, tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke") / "out"
+    config = out.parent / "smoke.yaml"
+    config.write_text(yaml.safe_dump(smoke_config(samples, out)))
+    result = sg4v("run", str(config))
+    assert result.returncode == 0, result.stderr[-4000:]
+    return out, result
+
+
+def test_every_sample_appears_once_with_its_fate(smoke):
+    out, result = smoke
+    kept, rejected = rows(out / "dataset"), rows(out / "rejected")
+    assert not set(kept) & set(rejected)
+    assert set(kept) | set(rejected) == {Path(name).stem for name in SAMPLE_CAPTIONS}
+    assert set(kept) == {"three_scenes", "one_scene", "moving"}
+    assert "rejected at dedup: duplicate x1" in result.stdout
+
+
+def test_near_identical_source_captions_are_deduplicated(smoke):
+    out, _ = smoke
+    dup = rows(out / "rejected")["three_scenes_again"]
+    assert (dup["stage"], dup["reason"]) == ("dedup", "duplicate")
+    detail = json.loads(dup["detail"])
+    assert detail["nearest_id"] == "three_scenes"
+    assert 0.85 <= detail["similarity"] < 1.0
+    kept = rows(out / "dataset")
+    ranks = sorted([r["dedup_rank"] for r in kept.values()] + [dup["dedup_rank"]])
+    assert ranks == list(range(len(ranks)))
+
+
+def test_short_captions_come_from_source_or_model(smoke):
+    out, _ = smoke
+    kept = rows(out / "dataset")
+    assert kept["three_scenes"]["short_caption"] == "A red screen turns green and then blue."
+    assert kept["moving"]["short_caption"]  # no source caption: the tiny captioner wrote one
+    assert len(kept["moving"]["text_embedding"]) > 0
+
+
+def test_keyframes_are_written_and_addressable(smoke):
+    out, _ = smoke
+    for row in rows(out / "dataset").values():
+        times, paths = row["keyframe_timestamps"], row["keyframe_paths"]
+        assert times[0] == 0.0 and len(times) == len(paths) >= 1
+        assert times == sorted(times)
+        for t, path in zip(times, paths, strict=True):
+            assert (out / path).is_file()
+            assert re.search(rf"_{round(t * 1000)}\.jpg$", path)
+
+
+def test_rerun_rebuilds_dedup_state_from_kept_rows(samples, tmp_path):
+    """A first run sees only the original; the rerun on the same output sees the paraphrase
+    and must drop it against the video kept by the first run."""
+    manifest = (samples / "manifest.csv").read_text().splitlines()
+    first = tmp_path / "first.csv"
+    first.write_text("\n".join(line for line in manifest if "three_scenes_again" not in line) + "\n")
+    out = tmp_path / "out"
+    for i, listing in enumerate([first, samples / "manifest.csv"]):
+        config = tmp_path / f"run{i}.yaml"
+        config.write_text(yaml.safe_dump(smoke_config(samples, out, listing)))
+        result = sg4v("run", str(config))
+        assert result.returncode == 0, result.stderr[-4000:]
+    dup = rows(out / "rejected")["three_scenes_again"]
+    assert dup["reason"] == "duplicate"
+    assert json.loads(dup["detail"])["nearest_id"] == "three_scenes"
+    assert "already done" in result.stdout
