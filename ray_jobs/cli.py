@@ -26,12 +26,45 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _config_args(sub.add_parser("run", help="run the pipeline on a config"))
     _config_args(sub.add_parser("validate", help="validate a config and print it resolved"))
+    calibrate = sub.add_parser(
+        "calibrate-keyframes",
+        help="print how many keyframes each CLIP similarity threshold gives on a sample of inputs")
+    _config_args(calibrate)
+    calibrate.add_argument("--sample", type=int, default=20, help="videos to try (default 20)")
+    calibrate.add_argument("--thresholds", default="0.80,0.85,0.88,0.90,0.92,0.93,0.94,0.96,0.98",
+                           help="comma-separated thresholds to compare")
     samples = sub.add_parser(
         "samples", help="write sample videos, bad inputs, a manifest and tiny models for a smoke run")
     samples.add_argument("directory")
     samples.add_argument("--no-models", action="store_true",
                          help="skip the tiny random-weight models under DIRECTORY/models")
     return parser
+
+
+def calibrate_keyframes(config, sample: int, thresholds: str) -> int:
+    """Keyframes per video for each threshold, on the CLIP model the config names."""
+    from operators.keyframes.calibrate import calibrate, format_calibration_table
+    from ray_jobs.dry_run import run_until
+
+    try:
+        values = [float(t) for t in thresholds.split(",") if t.strip()]
+    except ValueError:
+        print(f"error: --thresholds {thresholds!r}: expected numbers like 0.9,0.93", file=sys.stderr)
+        return 2
+    try:
+        rows, rejected = run_until(config, "clip_encode", sample,
+                                   ["frame_embeddings", "frame_timestamps"],
+                                   skip=("short_caption", "text_embed", "semantic_dedup"))
+    except (ConfigError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    import numpy as np
+
+    table = calibrate([np.asarray(r["frame_embeddings"], dtype=np.float32) for r in rows],
+                      [list(r["frame_timestamps"]) for r in rows], values, config.keyframes)
+    print(f"{len(rows)} videos ({rejected} rejected on the way), model {config.clip.model}:")
+    print(format_calibration_table(table, default=config.keyframes.threshold))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "validate":
         print(resolved_yaml(config), end="")
         return 0
+    if args.command == "calibrate-keyframes":
+        return calibrate_keyframes(config, args.sample, args.thresholds)
     from ray_jobs.runner import run_pipeline
 
     try:

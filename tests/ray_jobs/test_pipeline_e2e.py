@@ -105,3 +105,16 @@ def test_rerun_rebuilds_dedup_state_from_kept_rows(samples, tmp_path):
     assert dup["reason"] == "duplicate"
     assert json.loads(dup["detail"])["nearest_id"] == "three_scenes"
     assert "already done" in result.stdout
+
+
+def test_calibrate_keyframes_prints_counts_per_threshold(samples, tmp_path):
+    config = tmp_path / "smoke.yaml"
+    config.write_text(yaml.safe_dump(smoke_config(samples, tmp_path / "out")))
+    result = sg4v("calibrate-keyframes", str(config), "--sample", "8", "--thresholds", "0.5,0.93,0.999")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("| 0.")]
+    assert [line.split("|")[1].strip() for line in lines] == ["0.500", "0.930 (default)", "0.999"]
+    means = [float(line.split("|")[2]) for line in lines]
+    assert means == sorted(means) and means[0] >= 1.0
+    assert "4 videos (4 rejected on the way)" in result.stdout
+    assert not (tmp_path / "out" / "dataset").exists()
