@@ -33,12 +33,38 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--sample", type=int, default=20, help="videos to try (default 20)")
     calibrate.add_argument("--thresholds", default="0.80,0.85,0.88,0.90,0.92,0.93,0.94,0.96,0.98",
                            help="comma-separated thresholds to compare")
+    export = sub.add_parser("export", help="export a finished output to a training format")
+    export.add_argument("output", help="the run's output directory or URI")
+    export.add_argument("--format", required=True, choices=("sharegpt4video", "llava", "webdataset"))
+    export.add_argument("--dest", help="where to write (default: inside OUTPUT)")
+    export.add_argument("--keyframe-turns", action="store_true",
+                        help="llava: one extra conversation turn per keyframe caption")
+    export.add_argument("--video-root", help="llava: strip this prefix from video paths")
+    export.add_argument("--shard-size", type=int, default=1000, help="webdataset: samples per shard")
+    report = sub.add_parser("report", help="write a static HTML report of an output")
+    report.add_argument("output", help="the run's output directory or URI")
+    report.add_argument("--dest", help="where to write (default: OUTPUT/report)")
     samples = sub.add_parser(
         "samples", help="write sample videos, bad inputs, a manifest and tiny models for a smoke run")
     samples.add_argument("directory")
     samples.add_argument("--no-models", action="store_true",
                          help="skip the tiny random-weight models under DIRECTORY/models")
     return parser
+
+
+def export_or_report(args: argparse.Namespace) -> int:
+    if args.command == "report":
+        from ray_jobs.report import write_report
+
+        print(write_report(args.output, args.dest))
+        return 0
+    from ray_jobs.exports import export
+
+    options = {"llava": {"keyframe_turns": args.keyframe_turns, "video_root": args.video_root},
+               "webdataset": {"shard_size": args.shard_size}}.get(args.format, {})
+    for path in export(args.output, args.format, args.dest, **options):
+        print(path)
+    return 0
 
 
 def calibrate_keyframes(config, sample: int, thresholds: str) -> int:
@@ -71,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command in ("export", "report"):
+        return export_or_report(args)
     if args.command == "samples":
         from pathlib import Path
 

@@ -16,6 +16,7 @@ through fsspec, so the output and the destination may be local or on object stor
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -128,15 +129,13 @@ def webdataset_sample(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    import io
-
     info = tarfile.TarInfo(name)
     info.size = len(data)
     tar.addfile(info, io.BytesIO(data))
 
 
 def _write_shard(output: str, rows: list[dict[str, Any]], dest: str) -> None:
-    fs, _ = filesystem(output)
+    fs, root = filesystem(output)
     local_dir = os.path.dirname(local_path(dest)) if is_local(dest) else None
     if local_dir:
         os.makedirs(local_dir, exist_ok=True)
@@ -149,7 +148,7 @@ def _write_shard(output: str, rows: list[dict[str, Any]], dest: str) -> None:
                 sample = webdataset_sample(row)
                 _add(tar, f"{key}.json", json.dumps(sample, ensure_ascii=False).encode("utf-8"))
                 for i, path in enumerate(row.get("keyframe_paths") or []):
-                    _add(tar, f"{key}.{i:03d}.jpg", fs.cat_file(filesystem(join(output, path))[1]))
+                    _add(tar, f"{key}.{i:03d}.jpg", fs.cat_file(join(root, path)))
         if local_dir:
             os.replace(tmp, local_path(dest))
         else:

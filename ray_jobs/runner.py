@@ -16,6 +16,7 @@ from operators.sources import list_source_rows
 from operators.writers import WriteShards
 from ray_jobs.adapter import apply_operator, capacity_problems, resolve_resources
 from ray_jobs.config import ConfigError, PipelineConfig, resolved_yaml
+from ray_jobs.exports import export_sharegpt4video
 from ray_jobs.pipeline import build_operators
 from ray_jobs.resume import completed_video_ids
 
@@ -140,6 +141,7 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
             ds = apply_operator(ds, op, config.stages.get(op.name))
         for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
             tally(summary, batch)
+    export_sharegpt4video(config.output)
     summary.wall_seconds = time.perf_counter() - started
     write_bytes_atomic(join(config.output, "stats.json"),
                        json.dumps(summary.to_json(), indent=2).encode())

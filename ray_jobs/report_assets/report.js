@@ -26,7 +26,7 @@
     var avg = S.kept ? S.keyframesTotal / S.kept : 0;
     var cards = [
       ["Kept videos", num(S.kept), num(S.captioned) + " with API captions"],
-      ["Rejected", num(S.rejected), num(S.duplicatesTotal) + " duplicates"],
+      ["Rejected", num(S.rejected), num(S.duplicatesTotal) + (S.duplicatesTotal === 1 ? " duplicate" : " duplicates")],
       ["Keyframes", num(S.keyframesTotal), avg.toFixed(1) + " per video"],
       ["Tokens", num(u.input_tokens + u.output_tokens),
        num(u.input_tokens) + " in \u00b7 " + num(u.output_tokens) + " out"],
@@ -58,6 +58,7 @@
     if (S.duplicatesTotal > S.duplicates.length) {
       row(dups, ["\u2026 and " + num(S.duplicatesTotal - S.duplicates.length) + " more", "", "", ""]);
     }
+    if (S.duplicatesTotal && S.duplicatesTotal <= 10) document.getElementById("duplicates").open = true;
     document.querySelector("#duplicates summary h2").textContent =
       "Duplicates and their nearest kept video (" + num(S.duplicatesTotal) + ")";
   }
@@ -153,6 +154,7 @@
     }
     n = Math.max(0, Math.min(pageCount - 1, n));
     loadPage(n, function (videos) {
+      var turned = current >= 0 && n !== current;
       if (n !== current) {
         var box = document.getElementById("videos");
         box.textContent = "";
@@ -164,8 +166,14 @@
         " \u00b7 videos " + first + "\u2013" + (first + videos.length - 1) + " of " + num(S.kept);
       document.getElementById("prev").disabled = n === 0;
       document.getElementById("next").disabled = n === pageCount - 1;
+      document.querySelectorAll(".focus").forEach(function (x) { x.classList.remove("focus"); });
       var target = focusId && document.getElementById("video-" + focusId);
-      if (target) { target.classList.add("focus"); target.scrollIntoView(); }
+      if (target) {
+        target.classList.add("focus");
+        target.scrollIntoView();
+      } else if (turned) {
+        document.getElementById("pager").scrollIntoView();
+      }
     });
   }
 
