@@ -33,8 +33,9 @@ REJECT_COLUMNS: tuple[str, ...] = ("reject_stage", "reject_reason", "reject_deta
 class Resources:
     """What one worker of an operator needs, and how many workers may run.
 
-    ``concurrency`` is ``(min, max)`` workers; for an actor pool the autoscaler grows it from
-    ``min`` to ``max`` and a GPU pool with ``min == 0`` can shrink to nothing when idle.
+    ``concurrency`` is ``(min, max)`` workers. An actor pool keeps at least one actor while its
+    stage runs, grows towards ``max`` as the autoscaler adds nodes, and is released when the
+    stage is done, so GPU node groups can scale back to zero.
     """
 
     num_cpus: float = 1.0

@@ -44,6 +44,10 @@ class RayConfig(StrictModel):
         "machine let GPU stages be scheduled for tests.")
     object_store_memory: int | None = Field(
         None, description="Bytes of object store for a local Ray (None: Ray's default).")
+    preserve_order: bool | None = Field(
+        None, description="Keep rows in input order between stages. None: on when dedup runs, "
+        "so the greedy dedup sees videos in the same order every run and a rerun decides the "
+        "same way; off otherwise (faster: no stage waits for a slow row ahead of it).")
 
 
 class StepsConfig(StrictModel):
@@ -65,7 +69,9 @@ class StageOverride(StrictModel):
     num_cpus: float | None = Field(None, ge=0, description="CPUs per worker.")
     num_gpus: float | None = Field(None, ge=0, description="GPUs per worker (0 runs on CPU).")
     concurrency: tuple[int, int] | None = Field(
-        None, description="(min, max) workers; an actor pool with min 0 scales to zero.")
+        None, description="(min, max) workers. Actor pools keep at least one actor while their "
+        "stage runs, grow up to max as the autoscaler adds nodes, and are released when the stage "
+        "is done (so GPU nodes can scale back to zero); for task stages max = most tasks at once.")
     memory_bytes: int | None = Field(None, ge=0, description="Heap memory reserved per worker.")
 
 

@@ -101,6 +101,15 @@ def check_capacity(config: PipelineConfig, ops: list) -> None:
         raise ConfigError("; ".join(problems))
 
 
+def set_execution_options(config: PipelineConfig) -> None:
+    import ray.data
+
+    preserve = config.ray.preserve_order
+    if preserve is None:
+        preserve = config.steps.dedup
+    ray.data.DataContext.get_current().execution_options.preserve_order = preserve
+
+
 def prepare_output(config: PipelineConfig) -> None:
     fs, path = filesystem(config.output)
     fs.makedirs(path, exist_ok=True)
@@ -134,6 +143,7 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
         logger.info("resuming: %d of %d inputs already done", summary.skipped_done, summary.inputs)
     if rows:
         init_ray(config)
+        set_execution_options(config)
         ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 256)))
         ops = [*build_operators(config), WriteShards(config.writer, output=config.output)]
         check_capacity(config, ops)

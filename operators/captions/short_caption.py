@@ -112,7 +112,7 @@ class ShortCaption(Operator):
     def default_resources(self) -> Resources:
         if self.config.backend == "source":
             return Resources(num_cpus=0.25, batch_size=256)
-        return Resources(num_cpus=1, num_gpus=1, batch_size=self.config.batch_size)
+        return Resources(num_cpus=1, num_gpus=1, concurrency=(1, 8), batch_size=self.config.batch_size)
 
     def setup(self) -> None:
         cfg = self.config

@@ -108,7 +108,8 @@ class TextEmbed(Operator):
         self.encoder: TextEncoder | None = None
 
     def default_resources(self) -> Resources:
-        return Resources(num_cpus=1, num_gpus=1, batch_size=self.config.batch_size)
+        # A BERT-base embedder uses a fraction of a modern GPU: four actors share one.
+        return Resources(num_cpus=1, num_gpus=0.25, concurrency=(1, 8), batch_size=self.config.batch_size)
 
     def setup(self) -> None:
         self._loaded_encoder()

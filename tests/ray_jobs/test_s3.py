@@ -107,15 +107,21 @@ def read_parquet_rows(fs, folder: str) -> list[dict]:
 
 def test_job_reads_videos_from_s3_and_writes_its_output_there(s3, tmp_path):
     from ray_jobs.runner import run_pipeline
+    from ray_jobs.tiny_models import save_tiny_clip
 
     upload_videos(s3, tmp_path)
     output = f"s3://{BUCKET}/out"
+    # Keyframes stay on (with a tiny CLIP on CPU): they re-read frames from the bucket and
+    # write JPEGs to it, the two other ways the job touches storage.
     config = load_config({
         "input": {"kind": "folder", "path": f"s3://{BUCKET}/videos"},
         "output": output,
-        "ray": {"num_cpus": 2},
+        "ray": {"num_cpus": 3},
         "frames": {"every_s": 1.0, "short_side": 96},
-        "steps": {"short_caption": False, "dedup": False, "keyframes": False},
+        "steps": {"short_caption": False, "dedup": False, "keyframes": True},
+        "clip": save_tiny_clip(tmp_path / "clip"),
+        "keyframes": {"reread": "always", "image_longest_side": 128},
+        "stages": {"clip_encode": {"num_gpus": 0, "num_cpus": 1, "concurrency": [1, 1]}},
     })
     summary = run_pipeline(config)
     assert (summary.inputs, summary.kept, summary.rejected_total) == (3, 2, 1)
@@ -131,6 +137,11 @@ def test_job_reads_videos_from_s3_and_writes_its_output_there(s3, tmp_path):
     assert kept["clips/b"]["codec"] == "vp9"
     assert kept["clips/b"]["frame_timestamps"] == pytest.approx([0, 1, 47 / 24], abs=1e-3)
     assert [(r["video_id"], r["stage"]) for r in rejected] == [("broken", "probe")]
+    for row in kept.values():
+        assert row["keyframe_timestamps"][0] == 0.0
+        for path in row["keyframe_paths"]:
+            with s3.open(f"{BUCKET}/out/{path}", "rb") as f:
+                assert f.read(3) == b"\xff\xd8\xff", path  # a JPEG, written to the bucket
     assert not [p for p in s3.find(f"{BUCKET}/out") if p.rsplit("/", 1)[-1].startswith(".tmp-")]
 
     stats = json.loads(s3.cat(f"{BUCKET}/out/stats.json"))
