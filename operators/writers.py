@@ -52,10 +52,10 @@ REJECTED_SCHEMA = pa.schema([
     ("video_id", pa.string()), ("source", pa.string()), ("uri", pa.string()),
     ("clip_start", pa.float64()), ("clip_end", pa.float64()),
     ("stage", pa.string()), ("reason", pa.string()), ("detail", pa.string()),
-    ("dedup_rank", pa.int64()),
+    ("dedup_rank", pa.int64()), ("usage", USAGE_TYPE),
 ])
 
-SUMMARY_COLUMNS = ("video_id", "reject_stage", "reject_reason")
+SUMMARY_COLUMNS = ("video_id", "reject_stage", "reject_reason", "usage")
 
 
 class WriterConfig(StrictModel):

@@ -33,6 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--sample", type=int, default=20, help="videos to try (default 20)")
     calibrate.add_argument("--thresholds", default="0.80,0.85,0.88,0.90,0.92,0.93,0.94,0.96,0.98",
                            help="comma-separated thresholds to compare")
+    estimate = sub.add_parser(
+        "estimate", help="dry run up to keyframe selection; print expected API calls, tokens, "
+        "cost and wall time")
+    _config_args(estimate)
+    estimate.add_argument("--sample", type=int, default=50,
+                          help="inputs to run up to keyframes (default 50; 0 = all)")
     export = sub.add_parser("export", help="export a finished output to a training format")
     export.add_argument("output", help="the run's output directory or URI")
     export.add_argument("--format", required=True, choices=("sharegpt4video", "llava", "webdataset"))
@@ -67,6 +73,39 @@ def export_or_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def estimate_cost(config, sample: int | None) -> int:
+    """What a full run would spend on the API, from keyframe counts on a sample of inputs.
+
+    Keyframe JPEGs of the dry run go to a temporary folder; the output is not touched."""
+    import tempfile
+
+    from operators.keyframes.reread import fit_longest
+    from ray_jobs.dry_run import run_until
+    from ray_jobs.estimate import estimate_from_keyframe_counts, render_estimate
+
+    with tempfile.TemporaryDirectory(prefix="sg4v-estimate-") as scratch:
+        dry = config.model_copy(update={"output": scratch})
+        try:
+            rows, rejected, listed = run_until(dry, "select_keyframes", sample,
+                                               ["keyframe_timestamps", "width", "height"])
+        except (ConfigError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    tried = len(rows) + rejected
+    if not rows:
+        print(f"no usable video among {tried} tried ({rejected} rejected before captioning)")
+        return 0
+    total = round(listed * len(rows) / tried)
+    sizes = [fit_longest(int(r["width"]), int(r["height"]), config.keyframes.image_longest_side)
+             for r in rows]
+    estimate = estimate_from_keyframe_counts([len(r["keyframe_timestamps"]) for r in rows], sizes,
+                                             config.llm, total_videos=total)
+    print(f"{listed} inputs listed; dry run on {tried}: {len(rows)} reach captioning, {rejected} "
+          f"rejected before it (probe, duration, dedup); scaled to about {total} videos.")
+    print(render_estimate(estimate))
+    return 0
+
+
 def calibrate_keyframes(config, sample: int, thresholds: str) -> int:
     """Keyframes per video for each threshold, on the CLIP model the config names."""
     from operators.keyframes.calibrate import calibrate, format_calibration_table
@@ -78,7 +117,7 @@ def calibrate_keyframes(config, sample: int, thresholds: str) -> int:
         print(f"error: --thresholds {thresholds!r}: expected numbers like 0.9,0.93", file=sys.stderr)
         return 2
     try:
-        rows, rejected = run_until(config, "clip_encode", sample,
+        rows, rejected, _ = run_until(config, "clip_encode", sample,
                                    ["frame_embeddings", "frame_timestamps"],
                                    skip=("short_caption", "text_embed", "semantic_dedup"))
     except (ConfigError, ValueError) as exc:
@@ -120,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "validate":
         print(resolved_yaml(config), end="")
         return 0
+    if args.command == "estimate":
+        return estimate_cost(config, args.sample or None)
     if args.command == "calibrate-keyframes":
         return calibrate_keyframes(config, args.sample, args.thresholds)
     from ray_jobs.runner import run_pipeline

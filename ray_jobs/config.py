@@ -21,6 +21,7 @@ from operators.config import StrictModel
 from operators.dedup.config import DedupConfig
 from operators.keyframes.clip_model import ClipConfig
 from operators.keyframes.select import KeyframeConfig
+from operators.llm.config import LLMConfig
 from operators.sources import SourceConfig
 from operators.video.duration_filter import DurationFilterConfig
 from operators.video.probe import ProbeConfig
@@ -60,6 +61,9 @@ class StepsConfig(StrictModel):
     keyframes: bool = Field(
         True, description="Step 3: CLIP embeddings of the sampled frames and keyframe selection; "
         "keyframe JPEGs are written under keyframes/.")
+    captions: bool = Field(
+        True, description="Steps 4-5: differential keyframe captions and the summary through the "
+        "API in `llm` (needs keyframes). This is where the money goes.")
 
 
 class StageOverride(StrictModel):
@@ -94,6 +98,8 @@ class PipelineConfig(StrictModel):
     clip: ClipConfig = Field(default_factory=ClipConfig, description="CLIP frame encoder (step 3).")
     keyframes: KeyframeConfig = Field(
         default_factory=KeyframeConfig, description="Keyframe selection (step 3).")
+    llm: LLMConfig = Field(
+        default_factory=LLMConfig, description="The vision-language API for captions (steps 4-5).")
     writer: WriterConfig = Field(default_factory=WriterConfig, description="Output files.")
     stages: dict[str, StageOverride] = Field(
         default_factory=dict, description="Resources per stage name, e.g. stages.probe.batch_size.")
@@ -102,6 +108,8 @@ class PipelineConfig(StrictModel):
     def _steps_fit_together(self) -> PipelineConfig:
         if self.steps.dedup and not self.steps.short_caption:
             raise ValueError("steps.dedup needs steps.short_caption: dedup compares short captions")
+        if self.steps.captions and not self.steps.keyframes:
+            raise ValueError("steps.captions needs steps.keyframes: captions describe keyframes")
         return self
 
     @field_validator("input", mode="before")

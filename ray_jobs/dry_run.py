@@ -30,10 +30,11 @@ def sample_rows(rows: list[dict[str, Any]], sample: int | None, seed: int = 0) -
 
 
 def run_until(config: PipelineConfig, last_stage: str, sample: int | None, columns: list[str],
-              skip: tuple[str, ...] = ()) -> tuple[list[dict[str, Any]], int]:
+              skip: tuple[str, ...] = ()) -> tuple[list[dict[str, Any]], int, int]:
     """Run the stages up to and including ``last_stage`` (leaving out ``skip``) on a sample.
 
-    Returns the live rows' ``columns`` and the number of rows rejected on the way.
+    Returns the live rows' ``columns``, the number of sampled rows rejected on the way, and
+    the number of inputs listed in all (before sampling).
     """
     import ray.data
 
@@ -42,9 +43,10 @@ def run_until(config: PipelineConfig, last_stage: str, sample: int | None, colum
     if last_stage not in names:
         raise ValueError(f"stage {last_stage} is not enabled in this config (stages: {', '.join(names)})")
     ops = ops[: names.index(last_stage) + 1]
-    rows = sample_rows(collect_rows(config), sample)
+    listed = collect_rows(config)
+    rows = sample_rows(listed, sample)
     if not rows:
-        return [], 0
+        return [], 0, len(listed)
     init_ray(config)
     check_capacity(config, ops)
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 64)))
@@ -58,7 +60,7 @@ def run_until(config: PipelineConfig, last_stage: str, sample: int | None, colum
                 rejected += 1
                 continue
             kept.append({c: _plain(batch[c][i]) for c in columns if c in batch})
-    return kept, rejected
+    return kept, rejected, len(listed)
 
 
 def _plain(value: Any) -> Any:

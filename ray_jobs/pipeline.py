@@ -14,12 +14,14 @@ from operators.captions.text_embed import TextEmbed
 from operators.dedup.operator import SemanticDedup
 from operators.keyframes.clip_encoder import ClipEncode
 from operators.keyframes.operator import SelectKeyframes
+from operators.llm.diffsw import DiffCaptioner
 from operators.sources import ExpandShards, needs_shard_expansion
 from operators.video.duration_filter import DurationFilter
 from operators.video.probe import ProbeVideo
 from operators.video.sample import SampleFrames
 from ray_jobs.config import PipelineConfig
 from ray_jobs.resume import dedup_resume_state
+from ray_jobs.services import LLMServices
 
 #: Every stage name, in pipeline order (also the keys accepted under ``stages:``).
 STAGE_NAMES: tuple[str, ...] = (
@@ -32,12 +34,14 @@ STAGE_NAMES: tuple[str, ...] = (
     "semantic_dedup",
     "clip_encode",
     "select_keyframes",
+    "diff_caption",
     "write",
 )
 
 
-def build_operators(config: PipelineConfig) -> list[Operator]:
-    """The stages between the sources and the writer, in order."""
+def build_operators(config: PipelineConfig, llm: LLMServices | None = None) -> list[Operator]:
+    """The stages between the sources and the writer, in order. ``llm`` carries the run's
+    shared limiter and budget; without it the API stage is left out (dry runs)."""
     ops: list[Operator] = []
     shard_sources = [s for s in config.input if needs_shard_expansion(s)]
     if shard_sources:
@@ -59,4 +63,6 @@ def build_operators(config: PipelineConfig) -> list[Operator]:
             ClipEncode(config.clip),
             SelectKeyframes(config.keyframes, output_dir=config.output),
         ]
+    if config.steps.captions and llm is not None:
+        ops.append(DiffCaptioner(llm.llm, output=config.output, limiter=llm.limiter, budget=llm.budget))
     return ops

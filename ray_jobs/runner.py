@@ -19,6 +19,7 @@ from ray_jobs.config import ConfigError, PipelineConfig, resolved_yaml
 from ray_jobs.exports import export_sharegpt4video
 from ray_jobs.pipeline import build_operators
 from ray_jobs.resume import completed_video_ids
+from ray_jobs.services import start_llm_services
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class RunSummary:
     kept: int = 0
     rejected: Counter = field(default_factory=Counter)
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    usage: Counter = field(default_factory=Counter)
     wall_seconds: float = 0.0
 
     @property
@@ -51,6 +53,7 @@ class RunSummary:
             "rejected_by_stage": dict(sorted(by_stage.items())),
             "rejected_by_reason": {f"{s}/{r}": c for (s, r), c in sorted(self.rejected.items())},
             "stage_worker_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
+            "api_usage": {k: round(v, 6) if isinstance(v, float) else v for k, v in self.usage.items()},
             "wall_seconds": round(self.wall_seconds, 3),
         }
 
@@ -64,6 +67,11 @@ class RunSummary:
             lines.append(f"  rejected at {stage}: {reason} x{count}")
         for stage, seconds in self.stage_seconds.items():
             lines.append(f"  {stage}: {seconds:.1f} worker-seconds")
+        if self.usage.get("calls") or self.usage.get("cached_calls"):
+            u = self.usage
+            lines.append(f"  API: {u['calls']} calls paid, {u['cached_calls']} from cache, "
+                         f"{u['input_tokens']} input + {u['output_tokens']} output tokens, "
+                         f"${u['cost_usd']:.4f}")
         return "\n".join(lines)
 
 
@@ -144,13 +152,18 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
     if rows:
         init_ray(config)
         set_execution_options(config)
-        ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 256)))
-        ops = [*build_operators(config), WriteShards(config.writer, output=config.output)]
-        check_capacity(config, ops)
-        for op in ops:
-            ds = apply_operator(ds, op, config.stages.get(op.name))
-        for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
-            tally(summary, batch)
+        services = start_llm_services(config)
+        try:
+            ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 256)))
+            ops = [*build_operators(config, services), WriteShards(config.writer, output=config.output)]
+            check_capacity(config, ops)
+            for op in ops:
+                ds = apply_operator(ds, op, config.stages.get(op.name))
+            for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
+                tally(summary, batch)
+        finally:
+            if services is not None:
+                services.close()
     export_sharegpt4video(config.output)
     summary.wall_seconds = time.perf_counter() - started
     write_bytes_atomic(join(config.output, "stats.json"),
@@ -165,6 +178,11 @@ def tally(summary: RunSummary, batch: dict[str, Any]) -> None:
             summary.kept += 1
         else:
             summary.rejected[(str(stage), str(reason))] += 1
+    for usage in batch.get("usage", []):
+        if isinstance(usage, dict):
+            for key, value in usage.items():
+                if isinstance(value, (int, float)) and value == value:
+                    summary.usage[key] += value
     for column, values in batch.items():
         if column.startswith("_t_"):
             stage = column[3:]

@@ -259,7 +259,7 @@ class LLMClient:
         except openai.APIStatusError as exc:
             headers = dict(exc.response.headers)
             await self.limiter.observe_headers(headers)
-            failure = await self._status_error(exc, headers, permit)
+            failure = await self._status_error(exc, headers, permit, params["max_tokens"])
         except openai.APITimeoutError:
             failure = _Retryable("timeout", f"no answer within {self.config.timeout_s} s")
         except openai.APIConnectionError as exc:
@@ -283,7 +283,7 @@ class LLMClient:
         else:  # some servers omit usage: bill our estimate
             prompt, output = permit.tokens - params["max_tokens"], self._count_text(text)
         cost = call_cost(self.config.price(), prompt, output)
-        await self.limiter.reconcile(permit, prompt + output)
+        await self.limiter.reconcile(permit, prompt + self._counted_output(params, output))
         await _resolve(self.budget.charge(cost))
         usage.add_call(prompt, output, cost, cached=False)
         if choice.finish_reason == "content_filter":
@@ -299,8 +299,12 @@ class LLMClient:
             text, prompt, output, cost, cached=False, attempts=attempt, finish_reason=choice.finish_reason
         )
 
+    def _counted_output(self, params: Mapping[str, Any], output: int) -> int:
+        """The output tokens the provider counts against tokens/min (``llm.token_accounting``)."""
+        return int(params["max_tokens"]) if self.config.token_accounting == "reserved" else output
+
     async def _status_error(
-        self, exc: Any, headers: dict[str, str], permit: Permit
+        self, exc: Any, headers: dict[str, str], permit: Permit, max_tokens: int
     ) -> LLMCallError | _Retryable:
         status = exc.status_code
         body = exc.body if isinstance(exc.body, dict) else {}

@@ -114,6 +114,13 @@ class LLMConfig(StrictModel):
         description="Tokens/min for the whole cluster, prompt + max_tokens as OpenAI counts them "
         "(tier 1 for gpt-4o: 30000; raise it to your tier).",
     )
+    token_accounting: Literal["reserved", "usage"] = Field(
+        "reserved",
+        description="How the provider counts tokens/min. 'reserved': prompt + max_tokens when the "
+        "request arrives (OpenAI, Azure OpenAI): a call is charged that, whatever it used. 'usage': "
+        "the tokens the response reports (most self-hosted gateways, the local test server): "
+        "the limiter gives back what a call reserved and did not use.",
+    )
     rate_window_s: float = Field(
         60.0, gt=0, description="Window the two limits are counted over (60 for every real provider)."
     )

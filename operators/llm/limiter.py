@@ -15,6 +15,12 @@ One request larger than the burst (an image call can be 10 % of a tier-1 tokens/
 admitted once the budget is idle, which alone could overshoot a strict sliding window by its own
 size; so tokens are also checked against a log of what was admitted in the last window (capped
 at ``1 - burst_fraction`` of the limit). The log rarely binds; it makes the bound hold always.
+
+Calls reserve more than they use (the prompt estimate plus ``max_tokens``); with
+``llm.token_accounting: usage`` the difference comes back when the response arrives, as credit
+the next callers spend first, and the caller waiting at the head of the queue is woken to use
+it (see ``_Pace``). Without both, a saturated limiter pacing 1-3 s calls reached only 0.5-0.8 of
+a tokens/min budget the provider counts by usage.
 """
 
 from __future__ import annotations
@@ -77,7 +83,18 @@ def parse_duration(text: str | None) -> float | None:
 class _Pace:
     """GCRA for one budget. ``tat`` is the theoretical time at which everything admitted so far
     would have drained at ``rate``; a request of cost c is admitted when the new ``tat`` lies at
-    most ``tau`` ahead of now (or the budget is idle, for a request larger than the burst)."""
+    most ``tau`` ahead of now (or the budget is idle, for a request larger than the burst).
+
+    Refunds (a call used less than it reserved) arrive after the call, when later callers are
+    already paced near ``now``, and GCRA cannot move ``tat`` into the past; what cannot be
+    taken back from ``tat`` becomes ``credit`` that the next admissions spend first. Without
+    it a saturated limiter paces by the reservations (prompt + max_tokens), not by what calls
+    really use, and loses up to half of a tokens/min budget. Credit is only kept while callers
+    are waiting (it is dropped once the budget goes idle, so an idle limiter allows no more
+    than ``tau`` of burst) and is capped at ``max_credit_fraction`` of the limit; the token log
+    of ``RateLimiter`` still bounds every window exactly."""
+
+    max_credit_fraction = 0.1
 
     def __init__(self, limit: float, window_s: float, headroom: float, burst_fraction: float) -> None:
         self.limit = limit
@@ -85,22 +102,49 @@ class _Pace:
         self.rate = limit * (1.0 - headroom) / window_s
         self.tau = burst_fraction * window_s
         self.tat = float("-inf")
+        self.credit = 0.0
+        # The schedule at full cost (credit ignored): callers have been waiting while it is
+        # ahead of now. ``tat`` cannot tell, since spending credit leaves it behind now.
+        self.busy_until = float("-inf")
+
+    def _expire(self, now: float) -> None:
+        if self.busy_until + self.tau < now:  # idle: nobody was waiting for the credit
+            self.credit = 0.0
 
     def wait(self, cost: float, now: float) -> float:
+        self._expire(now)
+        cost = max(0.0, cost - self.credit)
         after = max(self.tat, now) + cost / self.rate
         return max(0.0, after - max(self.tau, cost / self.rate) - now)
 
     def take(self, cost: float, now: float) -> None:
-        self.tat = max(self.tat, now) + cost / self.rate
+        self._expire(now)
+        used = min(self.credit, cost)
+        self.credit -= used
+        self.tat = max(self.tat, now) + (cost - used) / self.rate
+        self.busy_until = max(self.busy_until, now) + cost / self.rate
 
     def adjust(self, delta: float, now: float) -> None:
-        """Charge ``delta`` more (or refund it, never below idle: unused credit is not banked)."""
+        """Charge ``delta`` more, or refund it: back from ``tat`` down to ``now``, the rest as
+        credit while callers are waiting (see the class docstring)."""
+        if delta >= 0:
+            self.tat += delta / self.rate
+            self.busy_until += delta / self.rate
+            return
         moved = self.tat + delta / self.rate
-        self.tat = moved if delta >= 0 else max(moved, min(self.tat, now))
+        floor = min(self.tat, now)
+        if moved >= floor:
+            self.tat = moved
+            return
+        self.tat = floor
+        if self.busy_until + self.tau >= now:
+            cap = self.max_credit_fraction * self.limit
+            self.credit = min(cap, self.credit + (floor - moved) * self.rate)
 
     def adopt_remaining(self, remaining: float, now: float) -> None:
         """Never believe more is left than the provider says (other clients share the key)."""
         self.tat = max(self.tat, now + self.tau - remaining / self.rate)
+        self.credit = min(self.credit, max(0.0, remaining))
 
 
 class _WindowLog:
@@ -164,6 +208,7 @@ class RateLimiter:
         self._clock = clock or MonotonicClock()
         self._paused_until = float("-inf")
         self._lock: asyncio.Lock | None = None
+        self._wake: asyncio.Event | None = None  # set by a refund: the waiting caller re-checks
         self.admitted = 0
         self.pauses = 0
 
@@ -175,6 +220,7 @@ class RateLimiter:
         """Wait until one more request of ``est_tokens`` fits both budgets (callers go in order)."""
         if self._lock is None:  # created lazily: bound to the loop that first uses it
             self._lock = asyncio.Lock()
+            self._wake = asyncio.Event()
         async with self._lock:
             while True:
                 now = self._clock.now()
@@ -191,12 +237,27 @@ class RateLimiter:
                     self._token_log.add(permit.id, est_tokens, now)
                     self.admitted += 1
                     return permit
-                await self._clock.sleep(max(wait, 1e-6))
+                await self._sleep(max(wait, 1e-6))
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake early when a refund makes room: a caller that slept its whole
+        computed wait would leave the refunded budget unused (a third of the tokens/min
+        budget with 1-3 s calls that reserve twice what they use)."""
+        if not isinstance(self._clock, MonotonicClock) or self._wake is None:
+            await self._clock.sleep(seconds)
+            return
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        except asyncio.TimeoutError:
+            pass
 
     async def reconcile(self, permit: Permit, actual_tokens: int) -> None:
         """Correct the token budget once the response reports what the call really used."""
         self._tokens.adjust(actual_tokens - permit.tokens, self._clock.now())
         self._token_log.adjust(permit.id, actual_tokens)
+        if actual_tokens < permit.tokens and self._wake is not None:
+            self._wake.set()
 
     async def pause_for(self, seconds: float) -> None:
         """Stop every caller for ``seconds`` (a 429 with Retry-After)."""

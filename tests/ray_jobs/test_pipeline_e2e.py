@@ -118,3 +118,33 @@ def test_calibrate_keyframes_prints_counts_per_threshold(samples, tmp_path):
     assert means == sorted(means) and means[0] >= 1.0
     assert "4 videos (4 rejected on the way)" in result.stdout
     assert not (tmp_path / "out" / "dataset").exists()
+
+
+def test_keyframes_are_captioned_and_summarized(smoke):
+    out, result = smoke
+    stats = json.loads((out / "stats.json").read_text())
+    calls = 0
+    for row in rows(out / "dataset").values():
+        captions = row["captions"]
+        assert [c["idx"] for c in captions] == list(range(len(row["keyframe_paths"])))
+        assert [c["kind"] for c in captions] == ["detailed"] + ["differential"] * (len(captions) - 1)
+        assert [c["timestamp"] for c in captions] == row["keyframe_timestamps"]
+        assert row["summary"] and row["usage"]["calls"] == len(captions) + 1
+        calls += row["usage"]["calls"]
+    assert stats["api_usage"]["calls"] == calls
+    assert f"API: {calls} calls paid" in result.stdout
+    release = [json.loads(line) for line in (out / "sharegpt4video.jsonl").read_text().splitlines()]
+    assert {r["video_id"] for r in release} == set(rows(out / "dataset"))
+    assert all(r["captions"][-1]["idx"] == "-1" for r in release)
+
+
+def test_estimate_predicts_the_calls_of_the_run(smoke, samples, tmp_path):
+    out, _ = smoke
+    config = tmp_path / "smoke.yaml"
+    config.write_text(yaml.safe_dump(smoke_config(samples, tmp_path / "out")))
+    result = sg4v("estimate", str(config))
+    assert result.returncode == 0, result.stderr[-3000:]
+    stats = json.loads((out / "stats.json").read_text())
+    line = next(x for x in result.stdout.splitlines() if x.startswith("API calls"))
+    assert int(line.split()[2]) == stats["api_usage"]["calls"]
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,259 @@
+"""``DiffCaptioner``: differential sliding-window captions (DiffSW) and the summary, by API.
+
+Per video (steps 4-5 of the method): one vision call writes a detailed caption of keyframe 0;
+for each later keyframe i, one call gets keyframe i-1, keyframe i, the caption written for
+i-1, and both frames' index and timestamp, and describes what changed; then one text-only call
+summarizes all timestamped captions. A video's calls run in order; the videos of a batch run at
+once on one event loop, owned by the operator and running in its own thread, so the actor's
+calling thread only waits for the batch.
+
+Every call goes through ``LLMClient`` (cache, rate limiter, retries, budget). A video whose
+call fails for good is rejected at stage ``caption`` with the client's reason; its finished
+calls stay cached, so a rerun pays only for what failed. A video the budget does not let start
+is rejected with reason ``budget`` (a rerun tries it again). Errors that would fail every call
+alike (bad key, unknown model or endpoint, no quota) stop the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from operators.base import Batch, Operator, Resources, is_missing, object_column, reject
+from operators.io import join, open_binary
+from operators.llm.budget import Usage
+from operators.llm.config import LLMConfig
+from operators.llm.diffsw_prompts import (
+    PromptSet,
+    detailed_prompt,
+    differential_prompt,
+    parse_caption,
+    summary_prompt,
+)
+from operators.llm.errors import LLMCallError, PermanentCallError, RetriesExhaustedError
+from operators.llm.messages import image_part, resize_for_api, text_part, user_message
+
+logger = logging.getLogger(__name__)
+
+STAGE = "caption"
+
+
+class _VideoError(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+@dataclass
+class VideoCaptions:
+    """What one video produced: captions and summary, or the reason it has none."""
+
+    captions: list[dict[str, Any]] | None = None
+    summary: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    reason: str | None = None
+    detail: str = ""
+
+
+def _keyframe_uri(output: str, path: str) -> str:
+    return path if "://" in path or path.startswith("/") else join(output, path)
+
+
+class DiffCaptioner(Operator):
+    """DiffSW captions and summary of each video's keyframes (see the module docstring).
+
+    Reads ``keyframe_paths`` (JPEGs relative to ``output``) and ``keyframe_timestamps``; adds
+    ``captions`` (one ``{idx, timestamp, kind, text}`` per keyframe, ``kind`` "detailed" for
+    keyframe 0 and "differential" after it), ``summary`` and ``usage`` (``Usage.as_dict()``:
+    calls, cached_calls, input_tokens, output_tokens, cost_usd; set on rejected rows too, so
+    the money spent on a failed video is counted).
+
+    ``limiter`` and ``budget`` are objects with the async methods of ``RateLimiter`` and
+    ``Budget`` (the job passes proxies of the cluster-wide Ray actors); None makes local ones
+    in ``setup()``, for direct calls.
+    """
+
+    name: ClassVar[str] = "diff_caption"
+    input_columns: ClassVar[tuple[str, ...]] = ("video_id", "keyframe_paths", "keyframe_timestamps")
+    output_columns: ClassVar[tuple[str, ...]] = ("captions", "summary", "usage")
+    stateful: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        config: LLMConfig,
+        resources: Resources | None = None,
+        *,
+        output: str,
+        limiter: Any = None,
+        budget: Any = None,
+    ) -> None:
+        super().__init__(config, resources)
+        self.output = output
+        self.limiter = limiter
+        self.budget = budget
+        # Read and checked here, on the driver: a bad template fails before Ray starts.
+        self.prompts = PromptSet.load(config.prompts)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._client: Any = None
+        self._slots: asyncio.Semaphore | None = None
+
+    def default_resources(self) -> Resources:
+        # I/O-bound: a quarter CPU each; one batch = the videos one actor keeps in flight.
+        return Resources(num_cpus=0.25, concurrency=(1, 4), batch_size=self.config.concurrency_per_actor)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.update(_loop=None, _thread=None, _client=None, _slots=None)
+        return state
+
+    def setup(self) -> None:
+        from operators.llm.cache import ResponseCache
+        from operators.llm.client import LLMClient
+
+        c = self.config
+        cache = ResponseCache(c.cache_dir or join(self.output, "llm_cache")) if c.cache else None
+        client = LLMClient(c, limiter=self.limiter, budget=self.budget, cache=cache)
+        client.setup()  # reads the key: a missing one is a config error, raised here
+        self._client = client
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="diff-caption-loop", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Close the HTTP client and stop the event loop (tests and benchmarks)."""
+        if self._loop is None or self._thread is None:
+            return
+        if self._client is not None:
+            asyncio.run_coroutine_threadsafe(self._client.close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+        self._loop = self._thread = self._client = None
+
+    def __call__(self, batch: Batch) -> Batch:
+        if self._loop is None:
+            raise RuntimeError("DiffCaptioner.setup() was not called")
+        results = asyncio.run_coroutine_threadsafe(self._caption_batch(batch), self._loop).result()
+        columns: dict[str, list[Any]] = {c: [] for c in self.output_columns}
+        for i, result in enumerate(results):
+            columns["captions"].append(result.captions)
+            columns["summary"].append(result.summary)
+            columns["usage"].append(result.usage.as_dict())
+            if result.reason is not None:
+                reject(batch, i, STAGE, result.reason, result.detail)
+        for column, values in columns.items():
+            batch[column] = object_column(values)
+        return batch
+
+    async def _caption_batch(self, batch: Batch) -> list[VideoCaptions]:
+        if self._slots is None:  # bound to this loop, made in it
+            self._slots = asyncio.Semaphore(self.config.concurrency_per_actor)
+        tasks = [asyncio.ensure_future(self._guarded(batch, i)) for i in range(len(batch["video_id"]))]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            # A fatal error (bad key, unknown model) or a bug: stop the other videos too.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+    async def _guarded(self, batch: Batch, i: int) -> VideoCaptions:
+        assert self._slots is not None
+        out = VideoCaptions()
+        video_id = str(batch["video_id"][i])
+        async with self._slots:
+            try:
+                if not await self._client.start_video():
+                    spent = await _maybe_await(self._client.budget.spent())
+                    limit = self.config.budget_usd
+                    return VideoCaptions(
+                        reason="budget", detail=f"llm.budget_usd={limit} reached (${spent:.4f} spent)"
+                    )
+                paths = _as_list(batch["keyframe_paths"][i])
+                times = [float(t) for t in _as_list(batch["keyframe_timestamps"][i])]
+                out.captions, out.summary = await self._caption_video(paths, times, out.usage)
+            except PermanentCallError as exc:
+                if exc.fatal:
+                    raise
+                self._fail(out, video_id, exc.reason, exc.detail)
+            except RetriesExhaustedError as exc:
+                # The reason a rerun may overturn (ray_jobs.resume.RETRYABLE_REASONS).
+                self._fail(out, video_id, "retries_exhausted", f"{exc.reason}: {exc.detail}")
+            except LLMCallError as exc:
+                self._fail(out, video_id, exc.reason, exc.detail)
+            except _VideoError as exc:
+                self._fail(out, video_id, exc.reason, exc.detail)
+        return out
+
+    def _fail(self, out: VideoCaptions, video_id: str, reason: str, detail: str) -> None:
+        u = out.usage
+        spent = f" (paid {u.calls} call(s), ${u.cost_usd:.4f}; {u.cached_calls} from the cache)"
+        out.captions = out.summary = None
+        out.reason, out.detail = reason, detail[:1800] + spent
+        logger.warning("video %s not captioned: %s: %s", video_id, reason, detail[:200])
+
+    async def _caption_video(
+        self, paths: list[str], times: list[float], usage: Usage
+    ) -> tuple[list[dict[str, Any]], str]:
+        if not paths:
+            raise _VideoError("no_keyframes", "the video has no keyframes")
+        if len(times) != len(paths):
+            raise _VideoError("bad_keyframes", f"{len(paths)} keyframe paths, {len(times)} timestamps")
+        c, p = self.config, self.prompts
+        captions: list[dict[str, Any]] = []
+        previous: bytes | None = None
+        for k, (path, t) in enumerate(zip(paths, times, strict=True)):
+            image = await self._read_image(path)
+            if previous is None:
+                prompt = detailed_prompt(p.detailed, k, t)
+                message = user_message(text_part(prompt), image_part(image, c.detail))
+            else:
+                prev = captions[-1]
+                prompt = differential_prompt(p.differential, prev["text"], k - 1, prev["timestamp"], k, t)
+                message = user_message(
+                    text_part(prompt), image_part(previous, c.detail), image_part(image, c.detail)
+                )
+            result = await self._client.complete(
+                [message], max_tokens=c.caption_max_tokens, usage=usage, parse=parse_caption
+            )
+            kind = "detailed" if previous is None else "differential"
+            captions.append({"idx": k, "timestamp": t, "kind": kind, "text": result.text})
+            previous = image
+        if len(captions) == 1 and not c.summarize_single_keyframe:
+            return captions, captions[0]["text"]
+        message = {"role": "user", "content": summary_prompt(p.summary, captions)}
+        result = await self._client.complete(
+            [message], max_tokens=c.summary_max_tokens, usage=usage, parse=parse_caption
+        )
+        return captions, result.text
+
+    async def _read_image(self, path: str) -> bytes:
+        uri = _keyframe_uri(self.output, path)
+
+        def read() -> bytes:
+            with open_binary(uri) as f:
+                data = f.read()
+            return resize_for_api(data, self.config.image_longest_side, self.config.image_jpeg_quality)
+
+        try:
+            return await asyncio.to_thread(read)
+        except FileNotFoundError:
+            raise _VideoError("missing_keyframe", f"{uri} does not exist") from None
+        except OSError as exc:  # unreadable or not an image (PIL raises OSError subclasses)
+            raise _VideoError("bad_keyframe", f"{uri}: {type(exc).__name__}: {exc}") from None
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None or (not hasattr(value, "__len__") and is_missing(value)):
+        return []
+    return list(value)
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value

@@ -1,0 +1,223 @@
+"""The cluster-wide state of the API stage: one rate limiter and one budget per run, as named
+Ray actors, and the proxies the captioning actors call them through.
+
+``RateLimiter`` and ``Budget`` (``operators.llm``) know nothing of Ray. Here each is wrapped in
+an actor created once per run (``get_if_exists``, so every caller gets the same one), with
+``num_cpus=0`` and a high ``max_concurrency`` so thousands of waiting ``acquire`` calls never
+block a ``reconcile``. The proxies are small picklable objects with the same async methods;
+the operator awaits them like the local objects (an ``ObjectRef`` is awaitable in asyncio).
+Create both on the driver and keep the proxies (the operator holds them) for the whole run:
+the actors are not detached, so they end with the driver, or earlier once no handle is left.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from operators.llm.config import LLMConfig
+from operators.llm.limiter import Permit, RateLimiter
+
+logger = logging.getLogger(__name__)
+
+NAMESPACE = "sg4v"
+
+
+def _limiter_from(config: LLMConfig, share: int = 1) -> RateLimiter:
+    return RateLimiter(
+        max(1, config.requests_per_minute // share),
+        max(1, config.tokens_per_minute // share),
+        config.rate_window_s,
+        headroom=config.rate_headroom,
+    )
+
+
+class LimiterActor:
+    """A ``RateLimiter`` behind an async Ray actor (all calls on the actor's one event loop)."""
+
+    def __init__(self, config: LLMConfig) -> None:
+        self.limiter = _limiter_from(config)
+
+    async def acquire(self, est_tokens: int) -> Permit:
+        return await self.limiter.acquire(est_tokens)
+
+    async def reconcile(self, permit: Permit, actual_tokens: int) -> None:
+        await self.limiter.reconcile(permit, actual_tokens)
+
+    async def observe_headers(self, headers: Mapping[str, str]) -> None:
+        await self.limiter.observe_headers(headers)
+
+    async def pause_for(self, seconds: float) -> None:
+        await self.limiter.pause_for(seconds)
+
+    async def snapshot(self) -> dict[str, float]:
+        return self.limiter.snapshot()
+
+
+class BudgetActor:
+    """The run's ``Budget`` (spending cap) behind a Ray actor."""
+
+    def __init__(self, limit_usd: float | None) -> None:
+        from operators.llm.budget import Budget
+
+        self.budget = Budget(limit_usd)
+
+    async def can_start(self) -> bool:
+        return self.budget.can_start()
+
+    async def charge(self, cost_usd: float) -> None:
+        self.budget.charge(cost_usd)
+
+    async def spent(self) -> float:
+        return self.budget.spent()
+
+
+class LimiterProxy:
+    """What ``LLMClient`` calls: the limiter actor's methods, awaited."""
+
+    def __init__(self, actor: Any) -> None:
+        self.actor = actor
+
+    async def acquire(self, est_tokens: int) -> Permit:
+        return await self.actor.acquire.remote(est_tokens)
+
+    async def reconcile(self, permit: Permit, actual_tokens: int) -> None:
+        await self.actor.reconcile.remote(permit, actual_tokens)
+
+    async def observe_headers(self, headers: Mapping[str, str]) -> None:
+        # Only the headers the limiter reads travel to the actor.
+        wanted = {k: v for k, v in headers.items() if k.lower().startswith(("x-ratelimit-", "retry-after"))}
+        if wanted:
+            await self.actor.observe_headers.remote(wanted)
+
+    async def pause_for(self, seconds: float) -> None:
+        await self.actor.pause_for.remote(seconds)
+
+    async def snapshot(self) -> dict[str, float]:
+        return await self.actor.snapshot.remote()
+
+
+class BudgetProxy:
+    """What ``LLMClient`` calls: the budget actor's methods, awaited."""
+
+    def __init__(self, actor: Any) -> None:
+        self.actor = actor
+
+    async def can_start(self) -> bool:
+        return await self.actor.can_start.remote()
+
+    async def charge(self, cost_usd: float) -> None:
+        if cost_usd:
+            await self.actor.charge.remote(cost_usd)
+
+    async def spent(self) -> float:
+        return await self.actor.spent.remote()
+
+
+class PerActorLimiter:
+    """``rate_limit_scope: per_actor``: each captioning actor paces itself at ``limit / share``.
+
+    Picklable and empty until first used, so every actor that unpickles the operator builds its
+    own ``RateLimiter``. Kept for comparison with the cluster limiter (bench/llm.py): the limits
+    hold only while exactly ``share`` actors are busy.
+    """
+
+    def __init__(self, config: LLMConfig, share: int) -> None:
+        self.config, self.share = config, max(1, share)
+        self._limiter: RateLimiter | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"config": self.config, "share": self.share, "_limiter": None}
+
+    @property
+    def limiter(self) -> RateLimiter:
+        if self._limiter is None:
+            self._limiter = _limiter_from(self.config, self.share)
+        return self._limiter
+
+    async def acquire(self, est_tokens: int) -> Permit:
+        return await self.limiter.acquire(est_tokens)
+
+    async def reconcile(self, permit: Permit, actual_tokens: int) -> None:
+        await self.limiter.reconcile(permit, actual_tokens)
+
+    async def observe_headers(self, headers: Mapping[str, str]) -> None:
+        await self.limiter.observe_headers(headers)
+
+    async def pause_for(self, seconds: float) -> None:
+        await self.limiter.pause_for(seconds)
+
+    async def snapshot(self) -> dict[str, float]:
+        return self.limiter.snapshot()
+
+
+def new_run_id() -> str:
+    return secrets.token_hex(6)
+
+
+def get_or_create_limiter(config: LLMConfig, run_id: str) -> LimiterProxy:
+    """The run's cluster-wide limiter (created on first call; later calls get the same actor)."""
+    import ray
+
+    actor = (
+        ray.remote(LimiterActor)
+        .options(
+            name=f"sg4v-limiter-{run_id}",
+            namespace=NAMESPACE,
+            get_if_exists=True,
+            num_cpus=0,
+            max_concurrency=10_000,
+            max_restarts=0,
+        )
+        .remote(config)
+    )
+    return LimiterProxy(actor)
+
+
+def get_or_create_budget(config: LLMConfig, run_id: str) -> BudgetProxy:
+    """The run's cluster-wide budget (``llm.budget_usd``; counts spending even with no cap)."""
+    import ray
+
+    actor = (
+        ray.remote(BudgetActor)
+        .options(
+            name=f"sg4v-budget-{run_id}",
+            namespace=NAMESPACE,
+            get_if_exists=True,
+            num_cpus=0,
+            max_concurrency=1000,
+        )
+        .remote(config.budget_usd)
+    )
+    return BudgetProxy(actor)
+
+
+def limiter_for(config: LLMConfig, run_id: str, num_actors: int) -> LimiterProxy | PerActorLimiter:
+    """The limiter the captioning operator gets, by ``llm.rate_limit_scope``; ``num_actors`` is
+    the stage's maximum pool size (the share of each actor in ``per_actor`` mode)."""
+    if config.rate_limit_scope == "per_actor":
+        return PerActorLimiter(config, num_actors)
+    return get_or_create_limiter(config, run_id)
+
+
+def start_test_server_if_enabled(config: LLMConfig) -> tuple[LLMConfig, Callable[[], None]]:
+    """With ``llm.server.enabled``, start the local test server in a thread of this process
+    and return the config pointed at it, and the function that stops it; else the config as is.
+
+    The returned config has ``api_key_env: None``: the test server needs no key, so no key (the
+    user's real one least of all) is read or sent, and workers need no variable set. The server
+    listens on ``llm.server.host`` (127.0.0.1 by default): fine for a local Ray, not reachable
+    from the other nodes of a cluster.
+    """
+    if not config.server.enabled:
+        return config, lambda: None
+    from operators.llm.test_server import FakeOpenAIServer
+
+    server = FakeOpenAIServer(config.server)
+    url, stop = server.start_in_thread()
+    logger.info("llm.server.enabled: captions come from the local test server at %s", url)
+    # The test server counts the tokens responses report, not prompt + max_tokens.
+    update = {"base_url": url, "api_key_env": None, "token_accounting": "usage"}
+    return config.model_copy(update=update), stop
