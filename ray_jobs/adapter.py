@@ -73,12 +73,34 @@ def _task_fn(batch: Batch, op: Operator) -> Batch:
     return run_operator(op, batch)
 
 
+class StageSetupError(RuntimeError):
+    """An operator could not set up (a model path that does not load, a missing API key)."""
+
+    PREFIX = "stage setup failed: "
+
+    @classmethod
+    def find(cls, exc: BaseException) -> str | None:
+        """The one-line message of a setup failure somewhere in ``exc`` (Ray wraps it)."""
+        seen: set[int] = set()
+        while exc is not None and id(exc) not in seen:
+            seen.add(id(exc))
+            for line in str(exc).splitlines():
+                if cls.PREFIX in line:
+                    return line[line.index(cls.PREFIX) + len(cls.PREFIX):].strip()
+            exc = exc.__cause__ or exc.__context__
+        return None
+
+
 class _ActorStage:
     """Actor-pool wrapper: builds and sets up the operator once per actor."""
 
     def __init__(self, op: Operator) -> None:
         self.op = op
-        op.setup()
+        try:
+            op.setup()
+        except Exception as exc:
+            message = " ".join(str(exc).split())
+            raise StageSetupError(f"{StageSetupError.PREFIX}{op.name}: {message}") from exc
 
     def __call__(self, batch: Batch) -> Batch:
         return run_operator(self.op, batch)

@@ -170,6 +170,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        from ray_jobs.adapter import StageSetupError
+
+        message = StageSetupError.find(exc)
+        if message is None:
+            raise
+        print(f"error: a stage could not start: {message}", file=sys.stderr)
+        return 1
     print(summary.render())
     return 0
 

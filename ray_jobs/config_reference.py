@@ -170,7 +170,12 @@ def stage_resources_table() -> list[str]:
     config = PipelineConfig.model_validate({
         "input": [{"kind": "folder", "path": "videos"}, {"kind": "webdataset", "shards": "s.tar"}],
         "output": "out"})
-    ops = [*build_operators(config), WriteShards(config.writer, output=config.output)]
+    from operators.llm.diffsw import DiffCaptioner
+
+    # The API stage joins the list only with the run's limiter actors; its declared defaults
+    # are the same without them.
+    ops = [*build_operators(config), DiffCaptioner(config.llm, output=config.output),
+           WriteShards(config.writer, output=config.output)]
     lines = [
         "## Stage resources (defaults)",
         "",

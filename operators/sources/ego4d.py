@@ -16,15 +16,15 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from operators.config import StrictModel
 from operators.io import open_binary
 from operators.sources.common import clip_id, make_row, parse_seconds, reject_duplicates
 from operators.sources.files import FileResolver
+from operators.sources.policy import InputPolicy, UriRules
 
 logger = logging.getLogger(__name__)
 
 
-class Ego4DSource(StrictModel):
+class Ego4DSource(InputPolicy):
     """Ego4D videos listed in ego4d.json, whole or cut into windows."""
 
     kind: Literal["ego4d"] = Field(description="Source kind.")
@@ -81,7 +81,7 @@ def load_videos(metadata: str) -> list[Any]:
 
 
 def _video_rows(
-    video: Any, number: int, config: Ego4DSource, files: FileResolver
+    video: Any, number: int, config: Ego4DSource, files: FileResolver, rules: UriRules
 ) -> Iterator[dict[str, Any]]:
     uid = video.get("video_uid") if isinstance(video, dict) else None
     if not isinstance(uid, str) or not uid:
@@ -90,7 +90,12 @@ def _video_rows(
             f"ego4d_video_{number}", "ego4d", "", reject_reason="bad_metadata", reject_detail=detail
         )
         return
-    uri, exists = files.resolve(config.filename.format(video_uid=uid))
+    name = config.filename.format(video_uid=uid)
+    verdict = rules.verdict(files.uri(name))  # a uid of '../../x' must not name a file elsewhere
+    if verdict is not None:
+        yield make_row(uid, "ego4d", files.uri(name), None, None, None, *verdict)
+        return
+    uri, exists = files.resolve(name)
     if not exists:
         yield make_row(
             uid, "ego4d", uri, reject_reason="missing_file", reject_detail=f"no file for {uid}: {uri}"
@@ -109,7 +114,8 @@ def _video_rows(
 def list_rows(config: Ego4DSource) -> Iterator[dict[str, Any]]:
     """One row per video, or per window with ``window_s``; ids are ``{video_uid}[_{start}-{end}]``."""
     files = FileResolver(config.root)
+    rules = config.rules([config.root])
     videos = load_videos(config.metadata)
     logger.info("ego4d source %s: %d videos", config.metadata, len(videos))
-    rows = (row for number, video in enumerate(videos) for row in _video_rows(video, number, config, files))
+    rows = (row for number, video in enumerate(videos) for row in _video_rows(video, number, config, files, rules))
     return reject_duplicates(rows)

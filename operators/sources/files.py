@@ -73,14 +73,19 @@ class FileResolver:
         self.local = is_local(root) and is_local_fs(self.fs)
         self._listing: set[str] | None = None
 
-    def resolve(self, relative: str) -> tuple[str, bool]:
+    def uri(self, relative: str) -> str:
+        """The URI of ``relative`` under the root, without looking at the storage."""
         path = f"{self.root}/{relative.lstrip('/')}"
+        return os.path.abspath(local_path(path)) if self.local else self.fs.unstrip_protocol(path)
+
+    def resolve(self, relative: str) -> tuple[str, bool]:
+        """``(uri, exists)`` of ``relative`` under the root."""
+        uri = self.uri(relative)
         if self.local:
-            uri = os.path.abspath(local_path(path))
             return uri, os.path.isfile(uri)
         if self._listing is None:
             self._listing = set(self.fs.find(self.root)) if self.fs.isdir(self.root) else set()
-        return self.fs.unstrip_protocol(path), path in self._listing
+        return uri, f"{self.root}/{relative.lstrip('/')}" in self._listing
 
 
 def expand_braces(pattern: str) -> list[str]:

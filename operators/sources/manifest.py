@@ -1,8 +1,9 @@
 """A manifest file (CSV, JSONL or Parquet) listing videos by ``uri``.
 
 Optional columns: ``video_id``, ``start`` and ``end`` (seconds or ``H:MM:SS.fff``), ``caption``.
-Manifests are data: cells are parsed, never evaluated. Files are read as streams, so a manifest
-of millions of rows does not need to fit in memory.
+Manifests are data: cells are parsed, never evaluated, and a ``uri`` outside the input roots or
+with a scheme not allowed (``operators.sources.policy``) is rejected, never opened. Files are
+read as streams, so a manifest of millions of rows does not need to fit in memory.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from operators.config import StrictModel
 from operators.io import is_local, join, local_path, open_binary
 from operators.sources.common import (
     as_caption,
@@ -29,6 +29,7 @@ from operators.sources.common import (
     relative_id,
     strip_extension,
 )
+from operators.sources.policy import InputPolicy, UriRules
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ URI_COLUMN = "uri"
 _FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 
 
-class ManifestSource(StrictModel):
+class ManifestSource(InputPolicy):
     """Videos listed in a CSV, JSONL or Parquet file with a `uri` column."""
 
     kind: Literal["manifest"] = Field(description="Source kind.")
@@ -111,7 +112,7 @@ def _resolve(uri: str, root: str) -> tuple[str, str]:
     return join(root, path), strip_extension(path)
 
 
-def _row(record: dict[str, Any], number: int, root: str) -> dict[str, Any]:
+def _row(record: dict[str, Any], number: int, root: str, rules: UriRules) -> dict[str, Any]:
     if "__error__" in record or blank(record.get(URI_COLUMN)):
         detail = record.get("__error__") or f"row {number}: empty {URI_COLUMN!r}"
         return make_row(
@@ -131,12 +132,17 @@ def _row(record: dict[str, Any], number: int, root: str) -> dict[str, Any]:
             base, "manifest", uri, reject_reason="bad_metadata", reject_detail=f"row {number}: {e}"
         )
     video_id = base if not blank(record.get("video_id")) else clip_id(base, start, end)
+    verdict = rules.verdict(uri)
+    if verdict is not None:
+        return make_row(video_id, "manifest", uri, start, end, caption, *verdict)
     return make_row(video_id, "manifest", uri, start, end, caption)
 
 
 def list_rows(config: ManifestSource) -> Iterator[dict[str, Any]]:
     """One row per manifest record, in file order."""
     fmt = manifest_format(config)
-    root = config.root or (config.path.rsplit("/", 1)[0] if "/" in config.path else ".")
-    rows = (_row(record, n, root) for n, record in enumerate(_records(config, fmt), start=1))
+    folder = config.path.rsplit("/", 1)[0] if "/" in config.path else "."
+    root = config.root or folder
+    rules = config.rules([folder, config.root])
+    rows = (_row(record, n, root, rules) for n, record in enumerate(_records(config, fmt), start=1))
     return reject_duplicates(rows)

@@ -3,7 +3,8 @@
 The CSV has ``videoID,url,timestamp,caption,matching_score`` (the test and validation splits
 lack ``matching_score``). ``timestamp`` is a Python-list string of clip ranges,
 ``[['0:00:00.000', '0:00:05.005'], ...]``, and ``caption`` / ``matching_score`` hold one entry
-per clip. Cells are parsed with ``ast.literal_eval`` (literals only, nothing is evaluated).
+per clip. Cells are parsed with ``ast.literal_eval`` (literals only, nothing is evaluated); a file name
+built from a cell that lands outside ``root`` (``videoID`` = ``../../etc/passwd``) is rejected.
 One row per clip, named ``{videoID}_{i}`` as Panda-70M names its clips.
 """
 
@@ -19,10 +20,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from operators.config import StrictModel
 from operators.io import open_binary
 from operators.sources.common import blank, make_row, parse_seconds
 from operators.sources.files import FileResolver
+from operators.sources.policy import InputPolicy, UriRules
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ REQUIRED_COLUMNS = ("videoID", "timestamp")
 MAX_CELL_CHARS = 1_000_000  # a literal this long is not Panda-70M metadata
 
 
-class Panda70MSource(StrictModel):
+class Panda70MSource(InputPolicy):
     """Clips of Panda-70M, one row per clip of its metadata CSV."""
 
     kind: Literal["panda70m"] = Field(description="Source kind.")
@@ -82,7 +83,7 @@ def _optional_list(cell: str | None, video_id: str, column: str) -> list[Any]:
 
 
 def _video_rows(
-    record: dict[str, str], config: Panda70MSource, files: FileResolver, duplicate: bool
+    record: dict[str, str], config: Panda70MSource, files: FileResolver, rules: UriRules, duplicate: bool
 ) -> Iterator[dict[str, Any]]:
     video_id = (record.get("videoID") or "").strip()
     try:
@@ -96,16 +97,19 @@ def _video_rows(
     scores = _optional_list(record.get("matching_score"), video_id, "matching_score")
     per_clip_files = "i" in template_fields(config.filename)
     fields = {k: v for k, v in record.items() if isinstance(k, str)}
-    resolved: dict[str, tuple[str, bool]] = {}
+    resolved: dict[str, tuple[str, bool, tuple[str, str] | None]] = {}
     for i, (start, end) in enumerate(spans):
         name = config.filename.format(**fields, i=i)
         if name not in resolved:
-            resolved[name] = files.resolve(name)
-        uri, exists = resolved[name]
+            verdict = rules.verdict(files.uri(name))  # judged before the storage is asked
+            resolved[name] = (files.uri(name), False, verdict) if verdict else (*files.resolve(name), None)
+        uri, exists, verdict = resolved[name]
         caption = captions[i] if i < len(captions) and isinstance(captions[i], str) else None
         score = scores[i] if i < len(scores) else None
         if duplicate:
             reason, detail = "duplicate_id", f"videoID {video_id!r} appears earlier in {config.csv}"
+        elif verdict is not None:
+            reason, detail = verdict
         elif not exists:
             reason, detail = "missing_file", f"video not downloaded: {uri}"
         elif _below(score, config.min_matching_score):
@@ -127,6 +131,7 @@ def template_fields(template: str) -> set[str]:
 def list_rows(config: Panda70MSource) -> Iterator[dict[str, Any]]:
     """One row per clip of every video in the CSV, read as a stream."""
     files = FileResolver(config.root)
+    rules = config.rules([config.root])
     seen: set[str] = set()
     with open_binary(config.csv) as raw:
         reader = csv.DictReader(io.TextIOWrapper(raw, encoding="utf-8-sig", newline=""))
@@ -146,5 +151,5 @@ def list_rows(config: Panda70MSource) -> Iterator[dict[str, Any]]:
                     reject_reason="bad_metadata", reject_detail=f"line {number}: empty videoID",
                 )  # fmt: skip
                 continue
-            yield from _video_rows(record, config, files, duplicate=video_id in seen)
+            yield from _video_rows(record, config, files, rules, duplicate=video_id in seen)
             seen.add(video_id)

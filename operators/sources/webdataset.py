@@ -5,7 +5,8 @@ A shard holds samples as consecutive members sharing a key: ``00000000.mp4``, ``
 clips, each clip then its own sample keyed ``{key}_{clip}``), ``00000000.txt`` (the caption).
 Listing yields one row per shard; :class:`ExpandShards` reads each shard as a stream, in
 parallel across workers, and yields one row per sample whose ``uri`` is fsspec's chained form
-``tar://{member}::{shard_uri}``. Nothing is extracted to disk.
+``tar://{member}::{shard_uri}``. Nothing is extracted to disk. Member names are data: one that
+fsspec would read as a URL chain (holding ``::`` or ``://``) is rejected, never opened.
 """
 
 from __future__ import annotations
@@ -110,6 +111,10 @@ def _sample_rows(
         status = f"status={meta.get('status')!r}, error={meta.get('error_message')!r}"
         detail = f"sample {key} of {shard} has no .{options.video_ext} ({status})"
         return [make_row(video_id, "webdataset", shard, None, None, caption, "missing_video", detail)]
+    if "::" in member or "://" in member:
+        # fsspec reads '::' as a chain link: such a name could point the reader at a URL.
+        detail = f"member name {member[:300]!r} of {shard} would be read as a URL chain"
+        return [make_row(video_id, "webdataset", shard, None, None, caption, "unsafe_member_name", detail)]
     uri = f"tar://{member}::{shard}"
     spans = meta.get("clips")
     if options.clips_are_cut or not isinstance(spans, list) or not spans:

@@ -3,7 +3,8 @@
 Every failure a user's file can cause becomes a :class:`VideoError` with one of the reasons
 below, which the probe and the sampler turn into a ``rejected/`` row:
 
-- ``unreadable``: missing path, a directory, no permission, storage error;
+- ``unreadable``: missing path, a symlink loop, a directory, a FIFO or device (never opened:
+  a FIFO would block), no permission, storage error;
 - ``empty_file``: zero bytes;
 - ``not_a_video``: no known container (random bytes, a text file);
 - ``no_video_stream``: a container without a picture stream (audio only, cover art only);
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from fractions import Fraction
@@ -62,9 +64,14 @@ def _check_readable(uri: str) -> int:
     try:
         if is_local(uri):
             path = local_path(uri)
-            if os.path.isdir(path):
+            info = os.stat(path)  # follows links: a loop or a dangling link fails here
+            mode = info.st_mode
+            if stat.S_ISDIR(mode):
                 raise VideoError("unreadable", f"is a directory: {uri}")
-            size = os.path.getsize(path)
+            if not stat.S_ISREG(mode):
+                # Opening a FIFO blocks until a writer comes, a device may never end: never open.
+                raise VideoError("unreadable", f"not a regular file ({_file_kind(mode)}): {uri}")
+            size = info.st_size
             with open(path, "rb"):  # permission errors surface here, not deep inside FFmpeg
                 pass
         else:
@@ -78,6 +85,18 @@ def _check_readable(uri: str) -> int:
     if size == 0:
         raise VideoError("empty_file", f"0 bytes: {uri}")
     return int(size or 0)
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISFIFO, "fifo"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+    ):
+        if test(mode):
+            return kind
+    return "special file"
 
 
 def _classify_open_error(uri: str, exc: Exception) -> VideoError:

@@ -11,6 +11,7 @@ gives the rotation (display matrix side data).
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, ClassVar
@@ -171,8 +172,14 @@ def _try_first_frame(stream: Any, packet: Any, scan: _PacketScan) -> None:
 
 
 def _decoded_timing(container: Any, stream: Any) -> tuple[int, Fraction | None, float | None]:
-    """Last resort for packets without timestamps: decode everything, read frame times."""
-    container.seek(0)
+    """Last resort for packets without timestamps: decode everything, read frame times.
+    Streams that cannot seek back (raw elementary streams) are not measured."""
+    import av
+
+    try:
+        container.seek(0)
+    except av.error.FFmpegError:
+        return 0, None, None
     count, first, last = 0, None, None
     for frame in container.decode(stream):
         count += 1
@@ -185,6 +192,31 @@ def _decoded_timing(container: Any, stream: Any) -> tuple[int, Fraction | None, 
     return count, fps, float(last - first) + float(1 / fps)
 
 
+_REFUSED_SIZE = re.compile(r"Picture size (\d+)x(\d+) is invalid")
+
+
+def refused_frame_size(uri: str) -> tuple[int, int] | None:
+    """The frame size a header declares when FFmpeg refuses it (it does from 16384 x 16384 up,
+    and then reports no size at all): read from FFmpeg's log while opening the file again."""
+    import av
+    import av.logging
+
+    level = av.logging.get_level()
+    av.logging.set_level(av.logging.ERROR)
+    try:
+        with av.logging.Capture() as logs, open_video(uri):
+            pass
+    except VideoError:
+        return None
+    finally:
+        av.logging.set_level(level)
+    for _, _, message in logs:
+        match = _REFUSED_SIZE.search(message)
+        if match:
+            return int(match.group(1)), int(match.group(2))
+    return None
+
+
 def probe_video(uri: str, config: ProbeConfig | None = None) -> VideoInfo:
     """Probe one file; raises :class:`VideoError` with a precise reason for bad input."""
     import av
@@ -195,6 +227,13 @@ def probe_video(uri: str, config: ProbeConfig | None = None) -> VideoInfo:
         cc = stream.codec_context
         width, height = cc.width or stream.width, cc.height or stream.height
         if not width or not height:
+            refused = refused_frame_size(uri)
+            if refused is not None and refused[0] * refused[1] > config.max_source_pixels:
+                raise VideoError(
+                    "too_large",
+                    f"{refused[0]}x{refused[1]} declared (FFmpeg refuses frames this large) "
+                    f"> max_source_pixels={config.max_source_pixels}",
+                )
             raise VideoError("corrupt", f"no usable frame size in the header ({cc.name})")
         if width * height > config.max_source_pixels:
             raise VideoError("too_large", f"{width}x{height} > max_source_pixels={config.max_source_pixels}")
@@ -222,6 +261,10 @@ def probe_video(uri: str, config: ProbeConfig | None = None) -> VideoInfo:
                 duration = measured_end
         if frames is None and scan.count and (config.scan_packets or silent):
             frames = scan.count
+        if duration is None and fps is not None and scan.count and scan.untimed == scan.count:
+            # An elementary stream (raw .h264): no timestamps at all, one packet per frame at
+            # the demuxer's rate. Counting is exact; decoding it all could take hours.
+            duration = float(scan.count / fps)
         if fps is None or duration is None:
             try:
                 count, fps_d, duration_d = _decoded_timing(container, stream)

@@ -25,7 +25,8 @@ def rows_of(**config) -> list[dict]:
 def test_csv_relative_uris_against_root_and_optional_columns(tmp_path):
     manifest = tmp_path / "m.csv"
     manifest.write_text(CSV)
-    rows = rows_of(path=str(manifest), root=str(tmp_path / "data"))
+    rows = rows_of(path=str(manifest), root=str(tmp_path / "data"),
+                   allowed_roots=[str(tmp_path), "s3://bucket", "/abs"])
     assert [r["uri"] for r in rows] == [
         str(tmp_path / "data/clips/a.mp4"),
         str(tmp_path / "data/clips/b.mp4"),
@@ -89,7 +90,8 @@ def test_parquet_on_a_bucket(memory_root):
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
     write_memory(f"{memory_root}/m.parquet", sink.getvalue().to_pybytes())
-    rows = rows_of(path=f"{memory_root}/m.parquet", root=f"{memory_root}/data")
+    rows = rows_of(path=f"{memory_root}/m.parquet", root=f"{memory_root}/data",
+                   allowed_roots=[memory_root, "gs://other"])
     assert [r["uri"] for r in rows] == [f"{memory_root}/data/v/a.mp4", "gs://other/b.mp4"]
     assert [r["video_id"] for r in rows] == ["v/a_1-2", "my-b"]
     assert rows[0]["source_caption"] == "c1" and rows[1]["clip_start"] is None

@@ -93,7 +93,7 @@ def test_rotation_and_displayed_size(videos):
         ("no_moov", "corrupt"),
         ("cut_half", "corrupt"),
         ("huge", "too_large"),
-        ("beyond_ffmpeg", "corrupt"),  # FFmpeg itself refuses >= 16384^2 and reports no size
+        ("beyond_ffmpeg", "too_large"),  # FFmpeg refuses >= 16384^2; the size comes from its log
     ],
 )
 def test_bad_inputs_have_precise_reasons(videos, name, reason):
