@@ -110,6 +110,12 @@ def uses_actors(op: Operator, res: Resources) -> bool:
     return op.stateful or res.num_gpus > 0
 
 
+def concurrent_batches(op: Operator) -> int:
+    """How many batches one actor may run at once: the operator's ``max_concurrent_batches``
+    (1 unless it declares its ``__call__`` thread-safe with a larger value)."""
+    return max(1, int(getattr(op, "max_concurrent_batches", 1) or 1))
+
+
 def map_batches_kwargs(op: Operator, res: Resources) -> dict[str, Any]:
     """The keyword arguments of ``map_batches`` for this operator (testable without Ray)."""
     import ray.data
@@ -129,7 +135,14 @@ def map_batches_kwargs(op: Operator, res: Resources) -> dict[str, Any]:
         low, high = res.concurrency or (1, 1)
         # Ray Data keeps at least one actor while a stage runs and releases the whole pool when
         # the stage is done, which is what lets GPU node groups scale back to zero.
-        kwargs["compute"] = ray.data.ActorPoolStrategy(min_size=max(1, low), max_size=max(1, high))
+        overlap = concurrent_batches(op)
+        extra: dict[str, Any] = {}
+        if overlap > 1:
+            # The operator's __call__ is thread-safe: Ray Data may run this many batches at once
+            # in one actor (threads), so an I/O-bound actor starts its next batch while the
+            # slowest rows of the last one finish, instead of idling behind them.
+            extra = {"max_concurrent_calls_per_actor": overlap, "enable_true_multi_threading": True}
+        kwargs["compute"] = ray.data.ActorPoolStrategy(min_size=max(1, low), max_size=max(1, high), **extra)
         kwargs["fn_constructor_kwargs"] = {"op": op}
     else:
         if res.concurrency:

@@ -215,7 +215,7 @@ def stage_names() -> list[str]:
     return list(STAGE_NAMES)
 
 
-SECRET_MARKERS = ("api_key", "secret", "password", "token")
+SECRET_NAMES = ("api_key", "secret", "password", "token", "auth_token", "access_key")
 
 
 def redact(data: Any) -> Any:
@@ -224,8 +224,8 @@ def redact(data: Any) -> Any:
         out = {}
         for key, value in data.items():
             lowered = str(key).lower()
-            if any(m in lowered for m in SECRET_MARKERS) and not lowered.endswith(("_env", "_per_minute")) \
-                    and isinstance(value, str) and value:
+            secret = lowered in SECRET_NAMES or lowered.endswith(tuple(f"_{n}" for n in SECRET_NAMES))
+            if secret and isinstance(value, str) and value:
                 out[key] = "***"
             else:
                 out[key] = redact(value)

@@ -1,37 +1,53 @@
 """What an earlier run on the same output already finished, so a rerun carries on from there.
 
 A video is done when it is in ``dataset/`` or in ``rejected/`` for a reason a rerun cannot
-change. Rejections a rerun may fix (a budget cap reached, retries exhausted) are tried again.
-Only complete files count: the writer renames a file into place once it is whole.
+change. Rejections a rerun may fix (a budget cap reached, retries exhausted) are tried again:
+before the rerun processes them, their rows are taken out of ``rejected/`` (each file rewritten
+under its own name, atomically), so a video is never in the output twice, whatever the rerun
+decides. Only complete files count: the writer renames a file into place once it is whole, and
+every reader lists files through :func:`parquet_files`, which skips temporary names.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
+from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from operators.io import filesystem, join
+from operators.io import filesystem, join, write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 
 #: Rejection reasons that a later run may overturn; those videos are processed again.
 RETRYABLE_REASONS = frozenset({"budget", "retries_exhausted", "rate_limited", "api_unavailable"})
+#: Prefix of the names files are written under before the rename that makes them visible.
+TEMP_PREFIX = ".tmp-"
+#: Folders whose files a rerun reads (and cleans of leftover temporary files).
+RESULT_FOLDERS = ("dataset", "rejected")
 
 
-def _parquet_files(output: str, folder: str) -> tuple[object, list[str]]:
+def is_temp_name(path: str) -> bool:
+    return path.rstrip("/").rsplit("/", 1)[-1].startswith(TEMP_PREFIX)
+
+
+def parquet_files(output: str, folder: str) -> tuple[object, list[str]]:
+    """The filesystem and the complete Parquet files under ``output/folder``, sorted."""
     fs, root = filesystem(join(output, folder))
     if not fs.exists(root):
         return fs, []
     return fs, sorted(p for p in fs.ls(root, detail=False)
-                      if p.endswith(".parquet") and not p.rsplit("/", 1)[-1].startswith(".tmp-"))
+                      if p.endswith(".parquet") and not is_temp_name(p))
 
 
 def read_column_values(output: str, folder: str, columns: list[str]) -> list[dict]:
     """Rows of ``columns`` from every complete Parquet file under ``output/folder``. A file
     written before a stage existed contributes the columns it has."""
-    fs, files = _parquet_files(output, folder)
+    fs, files = parquet_files(output, folder)
     rows: list[dict] = []
     for path in files:
         with fs.open(path, "rb") as f:
@@ -41,18 +57,97 @@ def read_column_values(output: str, folder: str, columns: list[str]) -> list[dic
     return rows
 
 
-def completed_video_ids(output: str) -> set[str]:
-    done = {r["video_id"] for r in read_column_values(output, "dataset", ["video_id"])}
+@dataclass
+class ResumeState:
+    """What the files of earlier runs say: videos finished, and videos to try again."""
+
+    done: set[str] = field(default_factory=set)
+    retry: set[str] = field(default_factory=set)
+
+
+def resume_state(output: str) -> ResumeState:
+    state = ResumeState(done={r["video_id"] for r in read_column_values(output, "dataset", ["video_id"])})
+    retryable = set()
     for row in read_column_values(output, "rejected", ["video_id", "reason"]):
-        if row["reason"] not in RETRYABLE_REASONS:
-            done.add(row["video_id"])
-    return done
+        if row["reason"] in RETRYABLE_REASONS:
+            retryable.add(row["video_id"])
+        else:
+            state.done.add(row["video_id"])
+    # A retryable row next to a final decision (left by an older version) is only stale.
+    state.retry = retryable - state.done
+    return state
+
+
+def completed_video_ids(output: str) -> set[str]:
+    return resume_state(output).done
+
+
+def drop_rejections(output: str, video_ids: Collection[str]) -> int:
+    """Take the rows of ``video_ids`` out of ``rejected/``; the number of rows removed.
+
+    Each affected file is rewritten without them under its own name (temporary name, then a
+    rename over the old file), or deleted when nothing is left, so a run killed in the middle
+    leaves every file either as it was or as it should be; the next run finishes the job.
+    """
+    if not video_ids:
+        return 0
+    from operators.writers import parquet_bytes
+
+    wanted = sorted(set(video_ids))
+    fs, files = parquet_files(output, "rejected")
+    removed = 0
+    for path in files:
+        with fs.open(path, "rb") as f:
+            table = pq.read_table(f)
+        drop = pc.is_in(table.column("video_id"), value_set=pa.array(wanted, type=pa.string()))
+        n = pc.sum(drop).as_py() or 0
+        if not n:
+            continue
+        removed += n
+        if n == table.num_rows:
+            fs.rm(path)
+            continue
+        kept = parquet_bytes(table.filter(pc.invert(drop)), _compression_of(fs, path))
+        write_bytes_atomic(join(output, "rejected", path.rsplit("/", 1)[-1]), kept)
+    if removed:
+        logger.info("took %d row(s) to retry out of %s", removed, join(output, "rejected"))
+    return removed
+
+
+def _compression_of(fs, path: str) -> str:
+    with fs.open(path, "rb") as f:
+        meta = pq.ParquetFile(f).metadata
+    if meta.num_row_groups and meta.num_columns:
+        return meta.row_group(0).column(0).compression.lower()
+    return "zstd"
+
+
+def remove_temp_files(output: str) -> int:
+    """Delete temporary files a killed run left in the output's root and result folders.
+
+    Call it only when no other run writes to ``output``. Nothing reads these files (every
+    reader skips temporary names); this only gives their space back. The response cache and
+    ``keyframes/`` are left alone: they are read by exact name only, and listing a large cache
+    on object storage costs more than the stray files it would find.
+    """
+    removed = 0
+    for folder in ("", *RESULT_FOLDERS):
+        fs, root = filesystem(join(output, folder) if folder else output)
+        if not fs.exists(root):
+            continue
+        for path in fs.ls(root, detail=False):
+            if is_temp_name(path) and fs.isfile(path):
+                fs.rm(path)
+                removed += 1
+    if removed:
+        logger.info("removed %d temporary file(s) a killed run left in %s", removed, output)
+    return removed
 
 
 def dedup_resume_state(output: str):  # -> operators.dedup.operator.ResumeState | None
     """The dedup pool of an earlier run on ``output``: its kept rows' caption embeddings, and
     the rank to continue from, so a rerun decides as if it had never stopped."""
-    from operators.dedup.operator import ResumeState
+    from operators.dedup.operator import ResumeState as DedupState
 
     kept = [r for r in read_column_values(output, "dataset", ["video_id", "text_embedding", "dedup_rank"])
             if r.get("text_embedding") is not None]
@@ -63,5 +158,5 @@ def dedup_resume_state(output: str):  # -> operators.dedup.operator.ResumeState 
         return None
     kept.sort(key=lambda r: r["dedup_rank"] if r.get("dedup_rank") is not None else -1)
     vectors = np.array([r["text_embedding"] for r in kept], dtype=np.float32).reshape(len(kept), -1)
-    return ResumeState(ids=[r["video_id"] for r in kept], vectors=vectors,
-                       next_rank=max(ranks) + 1 if ranks else 0)
+    return DedupState(ids=[r["video_id"] for r in kept], vectors=vectors,
+                      next_rank=max(ranks) + 1 if ranks else 0)

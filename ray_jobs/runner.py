@@ -18,8 +18,8 @@ from ray_jobs.adapter import apply_operator, capacity_problems, resolve_resource
 from ray_jobs.config import ConfigError, PipelineConfig, resolved_yaml
 from ray_jobs.exports import export_sharegpt4video
 from ray_jobs.pipeline import build_operators
-from ray_jobs.resume import completed_video_ids
-from ray_jobs.services import start_llm_services
+from ray_jobs.resume import drop_rejections, remove_temp_files, resume_state
+from ray_jobs.services import check_api_key, start_llm_services
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +29,7 @@ class RunSummary:
     output: str
     inputs: int = 0
     skipped_done: int = 0
+    retried: int = 0
     kept: int = 0
     rejected: Counter = field(default_factory=Counter)
     stage_seconds: dict[str, float] = field(default_factory=dict)
@@ -47,6 +48,7 @@ class RunSummary:
             "output": self.output,
             "inputs": self.inputs,
             "skipped_already_done": self.skipped_done,
+            "retried_rejections": self.retried,
             "processed": self.kept + self.rejected_total,
             "kept": self.kept,
             "rejected": self.rejected_total,
@@ -61,6 +63,7 @@ class RunSummary:
         lines = [
             f"sg4v: {self.inputs} inputs, {self.kept} kept, {self.rejected_total} rejected"
             + (f", {self.skipped_done} already done" if self.skipped_done else "")
+            + (f", {self.retried} rejections retried" if self.retried else "")
             + f" in {self.wall_seconds:.1f}s -> {self.output}",
         ]
         for (stage, reason), count in sorted(self.rejected.items()):
@@ -141,14 +144,11 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
     import ray.data
 
     started = time.perf_counter()
+    check_api_key(config)
     prepare_output(config)
     rows = collect_rows(config)
     summary = RunSummary(output=config.output, inputs=len(rows))
-    done = completed_video_ids(config.output)
-    if done:
-        rows = [r for r in rows if r["video_id"] not in done]
-        summary.skipped_done = summary.inputs - len(rows)
-        logger.info("resuming: %d of %d inputs already done", summary.skipped_done, summary.inputs)
+    rows = resume(config.output, rows, summary)
     if rows:
         init_ray(config)
         set_execution_options(config)
@@ -169,6 +169,22 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
     write_bytes_atomic(join(config.output, "stats.json"),
                        json.dumps(summary.to_json(), indent=2).encode())
     return summary
+
+
+def resume(output: str, rows: list[dict[str, Any]], summary: RunSummary) -> list[dict[str, Any]]:
+    """The rows an earlier run on ``output`` has not finished. Rejections a rerun may fix are
+    taken out of ``rejected/`` first, so each video keeps exactly one decision, the new one."""
+    remove_temp_files(output)
+    state = resume_state(output)
+    todo = [r for r in rows if r["video_id"] not in state.done]
+    summary.skipped_done = len(rows) - len(todo)
+    retry = state.retry & {r["video_id"] for r in todo}
+    summary.retried = len(retry)
+    drop_rejections(output, retry)
+    if summary.skipped_done or retry:
+        logger.info("resuming: %d of %d inputs already done, %d rejections retried",
+                    summary.skipped_done, len(rows), len(retry))
+    return todo
 
 
 def tally(summary: RunSummary, batch: dict[str, Any]) -> None:

@@ -4,13 +4,14 @@ actors, and (for smoke runs) the local OpenAI-compatible test server."""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from operators.llm.config import LLMConfig
 from ray_jobs.adapter import resolve_resources
-from ray_jobs.config import PipelineConfig
+from ray_jobs.config import ConfigError, PipelineConfig
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +28,19 @@ class LLMServices:
 
     def close(self) -> None:
         self.stop_server()
+
+
+def check_api_key(config: PipelineConfig) -> None:
+    """Fail before any work when the API stage will run but its key is not in the environment
+    (rather than when the first captioning actor starts, minutes into the run)."""
+    llm = config.llm
+    if not config.steps.captions or llm.server.enabled or not llm.api_key_env:
+        return
+    if not os.environ.get(llm.api_key_env):
+        raise ConfigError(
+            f"steps.captions calls the API at {llm.base_url} but the environment variable "
+            f"{llm.api_key_env} (llm.api_key_env) is not set; set it, or run without the API "
+            "stage: --set steps.captions=false")
 
 
 def start_llm_services(config: PipelineConfig) -> LLMServices | None:

@@ -53,3 +53,14 @@ def test_run_operator_records_stage_time_per_row():
     out = run_operator(Echo(), {"video_id": ["a", "b"], "reject_reason": [None, None]})
     assert list(out) == ["video_id", "reject_reason", "_t_echo"]
     assert all(t >= 0 for t in out["_t_echo"])
+
+
+def test_operator_declaring_concurrent_batches_overlaps_them_in_each_actor():
+    class Overlapping(OnGpu):
+        name = "overlapping"
+        max_concurrent_batches = 3
+
+    compute = map_batches_kwargs(Overlapping(), Overlapping().resources)["compute"]
+    assert compute.max_concurrent_calls_per_actor == 3 and compute.enable_true_multi_threading
+    plain = map_batches_kwargs(OnGpu(), OnGpu().resources)["compute"]
+    assert plain.max_concurrent_calls_per_actor is None and not plain.enable_true_multi_threading

@@ -54,7 +54,7 @@ def test_ray_job_submit_runs_the_pipeline(head_node, tmp_path):
     config = tmp_path / "job.yaml"
     config.write_text(yaml.safe_dump({
         "input": {"kind": "folder", "path": str(videos)}, "output": str(out),
-        "steps": {"short_caption": False, "dedup": False, "keyframes": False}}))
+        "steps": {"short_caption": False, "dedup": False, "keyframes": False, "captions": False}}))
     result = subprocess.run(
         [ray_cli(), "job", "submit", "--address", address, "--working-dir", ".", "--",
          "python", "-m", "ray_jobs.build_dataset", str(config), "--set", "frames.every_s=1.0"],

@@ -24,7 +24,8 @@ def run(corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "out"
     config = {"input": [{"kind": "folder", "path": str(corpus)}], "output": str(out),
               "ray": {"num_cpus": 2}, "frames": {"short_side": 160},
-              "steps": {"short_caption": False, "dedup": False, "keyframes": False}}
+              "steps": {"short_caption": False, "dedup": False, "keyframes": False,
+                        "captions": False}}
     config_path = out.parent / "config.yaml"
     config_path.write_text(yaml.safe_dump(config))
     result = sg4v("run", str(config_path), "--set", "stages.probe.batch_size=4",
@@ -41,7 +42,8 @@ def test_job_exits_zero_and_reports_rejections(run):
 
 def test_every_input_appears_exactly_once(run):
     corpus, out, _ = run
-    inputs = sorted(str(p) for p in corpus.rglob("*") if p.is_symlink() or p.is_file())
+    inputs = sorted(str(p) for p in corpus.rglob("*")
+                    if (p.is_symlink() or p.is_file()) and p.name != "manifest.csv")
     kept, rejected = read_folder(out / "dataset"), read_folder(out / "rejected")
     seen = sorted([r["uri"] for r in kept] + [r["uri"] for r in rejected])
     assert seen == inputs
@@ -110,7 +112,19 @@ def test_bad_config_exits_nonzero_naming_the_key(tmp_path):
 def test_missing_input_folder_is_a_clear_error(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({"input": {"kind": "folder", "path": str(tmp_path / "nope")},
-                                    "output": str(tmp_path / "o"), "steps": {"keyframes": False}}))
+                                    "output": str(tmp_path / "o"),
+                                    "steps": {"keyframes": False, "captions": False}}))
     result = sg4v("run", str(path))
     assert result.returncode == 2
     assert "input.0 (folder)" in result.stderr
+
+
+def test_missing_api_key_fails_before_any_work(tmp_path):
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump({"input": {"kind": "folder", "path": str(tmp_path)},
+                                    "output": str(tmp_path / "o"),
+                                    "llm": {"api_key_env": "SG4V_TEST_UNSET_KEY"}}))
+    result = sg4v("run", str(path), env={"SG4V_TEST_UNSET_KEY": ""})
+    assert result.returncode == 2
+    assert "SG4V_TEST_UNSET_KEY" in result.stderr and "steps.captions=false" in result.stderr
+    assert not (tmp_path / "o").exists()

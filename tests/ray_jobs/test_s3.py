@@ -118,7 +118,7 @@ def test_job_reads_videos_from_s3_and_writes_its_output_there(s3, tmp_path):
         "output": output,
         "ray": {"num_cpus": 3},
         "frames": {"every_s": 1.0, "short_side": 96},
-        "steps": {"short_caption": False, "dedup": False, "keyframes": True},
+        "steps": {"short_caption": False, "dedup": False, "keyframes": True, "captions": False},
         "clip": save_tiny_clip(tmp_path / "clip"),
         "keyframes": {"reread": "always", "image_longest_side": 128},
         "stages": {"clip_encode": {"num_gpus": 0, "num_cpus": 1, "concurrency": [1, 1]}},
