@@ -1,11 +1,8 @@
-"""Sequential decoding for the sampler: frame times, seeking, and skipping unneeded frames.
+"""Sequential decoding for the sampler: frame times and seeking.
 
-Skipping: a non-reference frame (a B-frame nothing else predicts from) can be left undecoded
-when no sampling target is near its timestamp: ``skip_frame = "NONREF"`` is switched on per
-packet, from the packet's own timestamp, outside a window around each target and the clip's
-bounds. On x264 clips this halves decode time; on MPEG-4 Part 2 it is 2-3x. The window is a
-heuristic, so the sampler checks the result afterwards (:meth:`NonRefSkipper.verified`): the
-frames chosen must be the ones a full decode would choose, else it decodes again in full.
+This is the reference path: every frame of the clip is decoded and timed the way FFmpeg's
+best-effort timestamps do it. ``operators.video.plan`` decodes less where packets allow it and
+must choose the same frames.
 """
 
 from __future__ import annotations
@@ -14,23 +11,28 @@ from collections.abc import Iterator
 from fractions import Fraction
 from typing import Any
 
-from operators.video.opening import stream_origin
+from operators.video.opening import VideoError
 
 TOLERANCE_S = 1e-3
+
+
+def seconds(ts: int, origin: int, time_base: Fraction) -> float:
+    """Exact integer arithmetic, one rounding: Fraction objects cost ~10 us each per frame."""
+    return (ts - origin) * time_base.numerator / time_base.denominator
 
 
 class FrameTimes:
     """FFmpeg's best-effort timestamp rule: trust pts unless it has gone backwards more often
     than dts (AVI with packed B-frames attaches pts in decode order)."""
 
-    def __init__(self, time_base: Fraction, origin: Fraction, fps: Fraction | None) -> None:
-        self.time_base, self.origin, self.fps = time_base, origin, fps
+    def __init__(self, time_base: Fraction, origin: int, fps: Fraction | None) -> None:
+        self.time_base, self.origin = time_base, origin
+        self.step = float(1 / fps) if fps else 1 / 25
         self.faulty_pts = self.faulty_dts = 0
         self.last_pts = self.last_dts = None
-        self.last_time: Fraction | None = None
-        self.used_dts = False
+        self.last_time: float | None = None
 
-    def __call__(self, frame: Any) -> Fraction:
+    def __call__(self, frame: Any) -> float:
         pts, dts = frame.pts, frame.dts
         if pts is not None:
             self.faulty_pts += self.last_pts is not None and pts <= self.last_pts
@@ -39,65 +41,28 @@ class FrameTimes:
             self.faulty_dts += self.last_dts is not None and dts <= self.last_dts
             self.last_dts = dts
         ts = pts if pts is not None and (self.faulty_pts <= self.faulty_dts or dts is None) else dts
-        self.used_dts |= ts is not pts
         if ts is None:  # no timestamps at all: count frames from the last known time
-            step = 1 / self.fps if self.fps else Fraction(1, 25)
-            time = Fraction(0) if self.last_time is None else self.last_time + step
+            time = 0.0 if self.last_time is None else self.last_time + self.step
         else:
-            time = ts * self.time_base - self.origin
+            time = seconds(ts, self.origin, self.time_base)
         self.last_time = time
         return time
 
 
-class NonRefSkipper:
-    """Decides per packet whether non-reference frames may be skipped; records packet times."""
+def seek_clip(container: Any, stream: Any, clip_start: float) -> None:
+    """To the keyframe at or before ``clip_start`` (the file's start for a clip at 0)."""
+    import av
 
-    def __init__(self, start: float, end: float, every_s: float, fps: Fraction | None) -> None:
-        self.start, self.end, self.every_s = start, end, every_s
-        self.window = max(0.2, 6 / float(fps)) if fps else 0.5
-        self.packet_times: list[float] = []
-        self.reliable = True  # False once a packet or frame lacks its own pts
-
-    def needed(self, t: float) -> bool:
-        if t <= self.start + self.window or t >= self.end - self.window:
-            return True
-        k = round((t - self.start) / self.every_s)
-        return abs(t - (self.start + k * self.every_s)) <= self.window
-
-    def verified(self, chosen: list[float], select: Any) -> bool:
-        """True when ``select`` over every packet's time picks the ``chosen`` times."""
-        if not self.reliable:
-            return False
-        reference = [t for _, t in select((None, t) for t in sorted(self.packet_times))]
-        return len(reference) == len(chosen) and all(
-            abs(a - b) < 1e-9 for a, b in zip(reference, chosen, strict=True)
-        )
-
-
-def clip_end_estimate(container: Any, stream: Any, clip_end: float | None) -> float | None:
-    if clip_end is not None:
-        return clip_end
-    if stream.duration and stream.time_base:
-        return float(stream.duration * stream.time_base)
-    return container.duration / 1_000_000 if container.duration else None
-
-
-def _frames(container: Any, stream: Any, skipper: NonRefSkipper | None) -> Iterator[Any]:
-    if skipper is None:
-        yield from container.decode(stream)
-        return
-    cc, tb, origin = stream.codec_context, stream.time_base, stream_origin(stream)
-    for packet in container.demux(stream):
-        if packet.size == 0:  # the flush packet at the end: drain everything
-            cc.skip_frame = "DEFAULT"
-        elif packet.pts is None:
-            skipper.reliable = False
-            cc.skip_frame = "DEFAULT"
-        else:
-            t = float(packet.pts * tb - origin)
-            skipper.packet_times.append(t)
-            cc.skip_frame = "DEFAULT" if skipper.needed(t) else "NONREF"
-        yield from cc.decode(packet)
+    ts = stream.start_time or 0
+    if clip_start > TOLERANCE_S:
+        ts += int(Fraction(clip_start) / stream.time_base)
+    try:
+        container.seek(ts, stream=stream, backward=True)
+    except av.error.FFmpegError as exc:
+        # Raw elementary streams (.h264) have no index to seek by time; their start is byte 0.
+        if clip_start > TOLERANCE_S:
+            raise VideoError("unseekable", f"cannot seek to {clip_start:.3f} s: {exc}") from exc
+        container.seek(0, unsupported_byte_offset=True)
 
 
 def decoded_frames(
@@ -106,40 +71,29 @@ def decoded_frames(
     clip_start: float,
     fps: Fraction | None,
     errors: list[str],
-    skipper: NonRefSkipper | None = None,
+    rewind: bool = False,
 ) -> Iterator[tuple[Any, float]]:
-    """(frame, seconds from stream start) from the keyframe before ``clip_start`` on.
+    """Every frame, with seconds from stream start, from the keyframe before ``clip_start`` on.
 
-    A decode error ends the stream (noted in ``errors``). If the demuxer's seek lands after
-    ``clip_start`` (inexact indexes), decoding restarts from the beginning of the file."""
+    ``rewind``: the container was read already. A decode error ends the stream (noted in
+    ``errors``). If the demuxer's seek lands after ``clip_start`` (inexact indexes), decoding
+    restarts from the beginning of the file."""
     import av
 
-    tb, origin = stream.time_base, stream_origin(stream)
-    seek_to = clip_start if clip_start > TOLERANCE_S else None
-    while True:
-        if seek_to is not None:
-            container.seek(int((Fraction(seek_to) + origin) / tb), stream=stream, backward=True)
-        times = FrameTimes(tb, origin, fps)
-        first = True
+    origin = stream.start_time or 0
+    if clip_start > TOLERANCE_S or rewind:  # a fresh container is at the start: no seek needed
+        seek_clip(container, stream, clip_start)
+    for attempt in (0, 1):
+        times = FrameTimes(stream.time_base, origin, fps)
         try:
-            for frame in _frames(container, stream, skipper):
-                t = float(times(frame))
-                if skipper is not None and (times.used_dts or not skipper.reliable):
-                    skipper.reliable = False
-                    return  # skipping needs trustworthy pts; the caller decodes again in full
-                if first and seek_to is not None and t > clip_start + TOLERANCE_S:
+            for n, frame in enumerate(container.decode(stream)):
+                t = times(frame)
+                if n == 0 and attempt == 0 and clip_start > TOLERANCE_S and t > clip_start + TOLERANCE_S:
                     break  # seek overshot: restart from the start of the file
-                first = False
                 yield frame, t
             else:
                 return
         except av.error.FFmpegError as exc:
             errors.append(f"{type(exc).__name__}: {exc}")
             return
-        if not (first and seek_to is not None):
-            return
-        container.seek(stream.start_time or 0, stream=stream, backward=True)
-        stream.codec_context.flush_buffers()
-        seek_to = None
-        if skipper is not None:
-            skipper.packet_times.clear()
+        seek_clip(container, stream, 0.0)

@@ -175,30 +175,3 @@ def test_skipping_nonref_frames_changes_nothing(videos, real_videos):
         (fast_frames, fast_times), (full_frames, full_times) = _both_ways(str(uri))
         assert fast_times == full_times
         assert all(np.array_equal(a, b) for a, b in zip(fast_frames, full_frames, strict=True))
-
-
-def _skippable_indices(path) -> list[int]:
-    import av
-
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.codec_context.skip_frame = "NONREF"
-        decoded = {round(float(f.time) * 30000 / 1001) for f in container.decode(stream)}
-    return [i for i in range(1, 299) if i not in decoded]
-
-
-def test_wrong_skip_is_caught_and_decoded_again(videos, monkeypatch):
-    from operators.video import decode
-
-    skippable = _skippable_indices(videos["ntsc"])
-    assert skippable, "the x264 test clip should have non-reference B-frames"
-    j = skippable[0]
-    verdicts = []
-    original = decode.NonRefSkipper.verified
-    monkeypatch.setattr(decode.NonRefSkipper, "needed", lambda self, t: False)  # skip every B-frame
-    monkeypatch.setattr(
-        decode.NonRefSkipper, "verified", lambda self, *a: verdicts.append(original(self, *a)) or verdicts[-1]
-    )
-    frames, _ = sample_frames(str(videos["ntsc"]), config=SampleConfig(every_s=j * 1001 / 30000))
-    assert verdicts == [False]  # the skip pass chose a wrong frame and was redone in full
-    assert [read_index(f) for f in frames][:2] == [0, j]
