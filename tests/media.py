@@ -13,32 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-BITS = 12
+# One drawing of the frame index for the package's samples and the tests.
+from ray_jobs.samples import INDEX_BITS as BITS  # noqa: E402
+from ray_jobs.samples import frame_image, read_index  # noqa: E402
 
-
-def frame_image(index: int, width: int, height: int, color: tuple[int, int, int] | None = None) -> np.ndarray:
-    img = np.empty((height, width, 3), dtype=np.uint8)
-    img[:] = color if color is not None else ((index * 7) % 256, (index * 13) % 256, 128)
-    block = width // BITS
-    band = max(8, height // 6)
-    for bit in range(BITS):
-        on = (index >> bit) & 1
-        img[:band, bit * block : (bit + 1) * block] = 255 if on else 0
-    return img
-
-
-def read_index(rgb: np.ndarray) -> int:
-    """Decode the frame index drawn by :func:`frame_image`, at any resolution."""
-    height, width = rgb.shape[:2]
-    block = width / BITS
-    band = max(2, int(height / 6 * 0.6))
-    value = 0
-    for bit in range(BITS):
-        x0 = int(bit * block + block * 0.25)
-        x1 = int(bit * block + block * 0.75)
-        if rgb[2:band, x0:x1].mean() > 127:
-            value |= 1 << bit
-    return value
+__all__ = ["BITS", "frame_image", "read_index", "make_video", "make_audio"]
 
 
 def make_video(
