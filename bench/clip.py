@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from machine import cpu_name  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 from operators.keyframes.clip_model import ClipConfig, ClipImageEncoder  # noqa: E402
 
@@ -45,16 +45,6 @@ PEAK_TFLOPS = [
     ("L4", 121.0),
     ("A10", 125.0),
 ]
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def peak_tflops(device_name: str, precision: str, override: float | None) -> float | None:

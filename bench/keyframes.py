@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -31,6 +29,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from machine import cpu_name  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 from operators.base import object_column  # noqa: E402
 from operators.io import join, write_bytes_atomic  # noqa: E402
 from operators.keyframes.clip_encoder import ClipEncode  # noqa: E402
@@ -39,24 +39,10 @@ from operators.keyframes.operator import SelectKeyframes, keyframe_path  # noqa:
 from operators.keyframes.reread import read_frames_at  # noqa: E402
 from operators.keyframes.select import KeyframeConfig, select_keyframes  # noqa: E402
 from operators.video.frames import decode_image, encode_jpeg, fit_size  # noqa: E402
+from ray_jobs.tiny_models import save_tiny_clip  # noqa: E402
 from tests.media import make_video  # noqa: E402
 
-TINY = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
 COLORS = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40), (40, 200, 200), (200, 40, 200)]
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def sample(path: Path, step_s: float, short_side: int) -> tuple[list[bytes], list[float]]:
@@ -89,16 +75,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     args = parser.parse_args()
 
-    import open_clip
     import torch
 
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
     work = Path(tempfile.mkdtemp(prefix="bench-keyframes-"))
-    (work / "tiny.json").write_text(json.dumps(TINY))
-    open_clip.add_model_config(work / "tiny.json")
-    torch.save(open_clip.create_model("tiny", pretrained=None).state_dict(), work / "tiny.pt")
-    clip = ClipConfig(model="tiny", pretrained=str(work / "tiny.pt"), device="cpu", image_batch_size=256)
+    clip = ClipConfig(**save_tiny_clip(work / "clip"), device="cpu", image_batch_size=256)
     # The tiny random model's similarities are not CLIP-L's; a lower threshold gives a realistic
     # keyframe count (one per scene) on these clips.
     keyframes = KeyframeConfig(threshold=0.8)
