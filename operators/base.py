@@ -62,6 +62,9 @@ class Operator:
     sees_rejected: ClassVar[bool] = False
     #: True for stages that return a different number of rows than they get (shard expansion).
     changes_row_count: ClassVar[bool] = False
+    #: Batches one actor may run at once (Ray Data's max_concurrent_calls_per_actor, on
+    #: threads). More than 1 only for an operator whose ``__call__`` is thread-safe.
+    max_concurrent_batches: ClassVar[int] = 1
 
     def __init__(self, config: Any = None, resources: Resources | None = None) -> None:
         self.config = config

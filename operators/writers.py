@@ -1,16 +1,17 @@
 """The last stage: kept rows to ``dataset/``, rejected rows to ``rejected/``, as Parquet.
 
 Each batch becomes at most one file in each folder, written under a temporary name and renamed,
-so a killed run never leaves a half-written file behind for a rerun to trust. The stage returns
-one small summary row per input row (its id and fate) for the run's ``stats.json``.
+so a killed run never leaves a half-written file behind for a rerun to trust. A file is named
+after the ids it holds, so a batch written twice (a task Ray retries after its worker died
+between the write and the reply) replaces its own file instead of adding a second copy. The stage
+returns one small summary row per input row (its id and fate) for the run's ``stats.json``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
-import time
-import uuid
 from typing import Any, ClassVar
 
 import numpy as np
@@ -107,7 +108,8 @@ class WriteShards(Operator):
         return Resources(num_cpus=0.5, batch_size=64)
 
     def _write(self, folder: str, table: pa.Table) -> str:
-        name = f"part-{int(time.time() * 1000):013d}-{uuid.uuid4().hex[:10]}.parquet"
+        ids = "\n".join(str(v) for v in table.column("video_id").to_pylist())
+        name = f"part-{hashlib.sha256(ids.encode()).hexdigest()[:24]}.parquet"
         relative = f"{folder}/{name}"
         write_bytes_atomic(join(self.output, relative), parquet_bytes(table, self.config.compression))
         return relative

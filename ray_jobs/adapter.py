@@ -113,7 +113,7 @@ def uses_actors(op: Operator, res: Resources) -> bool:
 def concurrent_batches(op: Operator) -> int:
     """How many batches one actor may run at once: the operator's ``max_concurrent_batches``
     (1 unless it declares its ``__call__`` thread-safe with a larger value)."""
-    return max(1, int(getattr(op, "max_concurrent_batches", 1) or 1))
+    return max(1, op.max_concurrent_batches)
 
 
 def map_batches_kwargs(op: Operator, res: Resources) -> dict[str, Any]:
@@ -169,6 +169,12 @@ def apply_operator(ds: Any, op: Operator, override: Any | None = None) -> Any:
     res = resolve_resources(op, override)
     kwargs = map_batches_kwargs(op, res)
     fn = stage_callable(op, res)
+    if uses_actors(op, res):
+        # A task hands its whole output on as one block, so a stage with large batches (dedup
+        # takes 256) would make every later stage, and the writer, move in steps of 256
+        # videos. Cutting blocks to the actor's batch size keeps the pipeline streaming and
+        # lets results be written (and survive a crash) a few videos at a time.
+        ds = ds.repartition(target_num_rows_per_block=res.batch_size)
     logger.debug("stage %s: %s", op.name, {k: v for k, v in kwargs.items() if "kwargs" not in k})
     return ds.map_batches(fn, **kwargs)
 

@@ -17,7 +17,7 @@ from operators.base import is_missing
 from ray_jobs.adapter import apply_operator
 from ray_jobs.config import PipelineConfig
 from ray_jobs.pipeline import build_operators
-from ray_jobs.runner import check_capacity, collect_rows, init_ray
+from ray_jobs.runner import check_capacity, collect_rows, init_ray, input_blocks
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def run_until(config: PipelineConfig, last_stage: str, sample: int | None, colum
         return [], 0, len(listed)
     init_ray(config)
     check_capacity(config, ops)
-    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 64)))
+    ds = ray.data.from_items(rows, override_num_blocks=input_blocks(len(rows)))
     for op in ops:
         ds = apply_operator(ds, op, config.stages.get(op.name))
     kept: list[dict[str, Any]] = []

@@ -96,6 +96,12 @@ def init_ray(config: PipelineConfig) -> None:
     )
 
 
+def input_blocks(rows: int) -> int:
+    """Blocks of a few videos each, so the first stages stream instead of waiting for large
+    blocks; capped so that millions of inputs do not become millions of objects."""
+    return max(1, min(-(-rows // 4), 50_000))
+
+
 def check_capacity(config: PipelineConfig, ops: list) -> None:
     """Fail fast, before a job that could never progress, when the actor pools' minimum
     sizes do not fit the cluster. On an autoscaling cluster this is only a warning."""
@@ -154,7 +160,7 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
         set_execution_options(config)
         services = start_llm_services(config)
         try:
-            ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 256)))
+            ds = ray.data.from_items(rows, override_num_blocks=input_blocks(len(rows)))
             ops = [*build_operators(config, services), WriteShards(config.writer, output=config.output)]
             check_capacity(config, ops)
             for op in ops:
@@ -198,7 +204,8 @@ def tally(summary: RunSummary, batch: dict[str, Any]) -> None:
         if isinstance(usage, dict):
             for key, value in usage.items():
                 if isinstance(value, (int, float)) and value == value:
-                    summary.usage[key] += value
+                    # Counts may arrive as floats (a column Arrow widened); keep them whole.
+                    summary.usage[key] += value if key == "cost_usd" else int(value)
     for column, values in batch.items():
         if column.startswith("_t_"):
             stage = column[3:]

@@ -59,7 +59,11 @@ class DedupConfig(StrictModel):
     )
     ivf_nlist: int = Field(1024, ge=1, description="IVF: number of inverted lists (k-means centroids).")
     ivf_nprobe: int = Field(
-        16, ge=1, description="IVF: lists scanned per query; more is slower and more exact."
+        8,
+        ge=1,
+        description="IVF: lists scanned per query; more is slower and more exact. Near-duplicates "
+        "sit in the same or a neighbouring list, so 8 of 1024 agreed with exact mode on every "
+        "decision in bench/dedup.py (rescoring makes each similarity exact).",
     )
     ivf_encoding: Literal["sq8", "flat"] = Field(
         "sq8",

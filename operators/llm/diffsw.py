@@ -7,6 +7,13 @@ summarizes all timestamped captions. A video's calls run in order; the videos of
 once on one event loop, owned by the operator and running in its own thread, so the actor's
 calling thread only waits for the batch.
 
+``__call__`` is thread-safe (``max_concurrent_batches = 2``): each call only hands its batch to
+that one loop (``run_coroutine_threadsafe``) and waits, and every video, of whichever batch,
+takes one of the same ``concurrency_per_actor`` slots (an ``asyncio.Semaphore`` made in the
+loop). So while the slowest videos of one batch finish, the next batch's videos start in the
+slots they free, and the actor keeps ``concurrency_per_actor`` videos in flight: with one batch
+at a time it waited for its slowest video before starting any of the next batch.
+
 Every call goes through ``LLMClient`` (cache, rate limiter, retries, budget). A video whose
 call fails for good is rejected at stage ``caption`` with the client's reason; its finished
 calls stay cached, so a rerun pays only for what failed. A video the budget does not let start
@@ -81,6 +88,9 @@ class DiffCaptioner(Operator):
     input_columns: ClassVar[tuple[str, ...]] = ("video_id", "keyframe_paths", "keyframe_timestamps")
     output_columns: ClassVar[tuple[str, ...]] = ("captions", "summary", "usage")
     stateful: ClassVar[bool] = True
+    # Batches one actor may run at once (ray_jobs.adapter): the second one fills the slots
+    # that the first one's finished videos free (see the module docstring).
+    max_concurrent_batches: ClassVar[int] = 2
 
     def __init__(
         self,

@@ -17,10 +17,24 @@ size; so tokens are also checked against a log of what was admitted in the last 
 at ``1 - burst_fraction`` of the limit). The log rarely binds; it makes the bound hold always.
 
 Calls reserve more than they use (the prompt estimate plus ``max_tokens``); with
-``llm.token_accounting: usage`` the difference comes back when the response arrives, as credit
-the next callers spend first, and the caller waiting at the head of the queue is woken to use
-it (see ``_Pace``). Without both, a saturated limiter pacing 1-3 s calls reached only 0.5-0.8 of
-a tokens/min budget the provider counts by usage.
+``llm.token_accounting: usage`` a caption uses about half of it. So a call is charged, when it
+is admitted, at its expected size: the reservation times the LARGEST ratio used / reserved among
+the last ``ratio_history`` reconciled calls (the full reservation until a call has reported;
+see ``_ExpectedRatio``). ``reconcile`` then settles the real usage: more is charged at once
+(the pace moves ahead, the log entry grows), less comes back as credit the next callers spend
+first, and the caller waiting at the head of the queue is woken to use it (see ``_Pace``). A
+call that never reports (an HTTP 500, a timeout) stays charged at its expected size. Counted at
+their full reservations, the calls in flight (8-10 with 1-3 s answers) held ~3 % of a
+tokens/min budget in the log and the unreported 500s ~2 % more: the log, not the pace, bound
+at 0.94 of the limit. Without refunds at all, a saturated limiter reached only 0.5-0.8.
+
+The window guarantee with expected sizes: the log counts every reported call at what it used
+and every call in flight at the high-water ratio, so it stays exact unless the calls in flight
+together use more than that ratio of their reservations; then the window can exceed its cap by
+at most their difference, which the pace (97 % of the limit, so the log rarely binds) and the
+1 % between the log's cap and the limit absorb (``tests/operators/llm/test_limiter.py`` checks
+both in virtual time). With ``llm.token_accounting: reserved`` the ratio is ~1: calls are
+charged their full reservation, as before.
 """
 
 from __future__ import annotations
@@ -45,6 +59,10 @@ class Clock(Protocol):
 
 
 class MonotonicClock:
+    # The limiter may wait on an asyncio.Event with a timeout instead of ``sleep`` (to be woken
+    # by a refund): only for clocks that are the event loop's own time.
+    wakeable = True
+
     def now(self) -> float:
         return time.monotonic()
 
@@ -54,11 +72,17 @@ class MonotonicClock:
 
 @dataclass(frozen=True)
 class Permit:
-    """Proof of one admitted request: what it was charged, to reconcile with real usage."""
+    """Proof of one admitted request: what it reserved (``tokens``, the estimate) and what it
+    was charged (``charged``, its expected size; None = ``tokens``), to reconcile with real usage."""
 
     tokens: int
     granted_at: float
     id: int = 0
+    charged: float | None = None
+
+    @property
+    def cost(self) -> float:
+        return float(self.tokens if self.charged is None else self.charged)
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?)(ms|us|µs|ns|h|m|s)")
@@ -186,6 +210,28 @@ class _WindowLog:
             entry[1] = float(actual)
 
 
+class _ExpectedRatio:
+    """The largest ratio used / reserved among the last ``size`` reported calls (1.0 before the
+    first report): what a call in flight is expected to use at most, as a share of its
+    reservation. The maximum, not the mean: a short summary and a long caption differ by 2x, and
+    the window must hold for the calls in flight whichever they are."""
+
+    def __init__(self, size: int) -> None:
+        self.ratios: deque[float] = deque(maxlen=max(1, size))
+        self.value = 1.0
+
+    def add(self, ratio: float) -> None:
+        full = len(self.ratios) == self.ratios.maxlen
+        dropped = self.ratios[0] if full else None
+        self.ratios.append(ratio)
+        if len(self.ratios) == 1:
+            self.value = ratio
+        elif dropped is not None and dropped >= self.value:
+            self.value = max(self.ratios)
+        else:
+            self.value = max(self.value, ratio)
+
+
 class RateLimiter:
     """Requests and tokens per window for every caller together. See the module docstring."""
 
@@ -197,6 +243,7 @@ class RateLimiter:
         headroom: float = 0.03,
         burst_fraction: float = 0.01,
         clock: Clock | None = None,
+        ratio_history: int = 200,
     ) -> None:
         if not 0 <= burst_fraction <= headroom < 1:
             raise ValueError("need 0 <= burst_fraction <= headroom < 1")
@@ -204,6 +251,7 @@ class RateLimiter:
         self._requests = _Pace(requests_per_minute, *self._settings)
         self._tokens = _Pace(tokens_per_minute, *self._settings)
         self._token_log = _WindowLog(tokens_per_minute * (1 - burst_fraction), window_s)
+        self._ratio = _ExpectedRatio(ratio_history)
         self._ids = itertools.count(1)
         self._clock = clock or MonotonicClock()
         self._paused_until = float("-inf")
@@ -224,17 +272,18 @@ class RateLimiter:
         async with self._lock:
             while True:
                 now = self._clock.now()
+                cost = est_tokens * self._ratio.value  # its expected size (module docstring)
                 wait = max(
                     self._paused_until - now,
                     self._requests.wait(1, now),
-                    self._tokens.wait(est_tokens, now),
-                    self._token_log.wait(est_tokens, now),
+                    self._tokens.wait(cost, now),
+                    self._token_log.wait(cost, now),
                 )
                 if wait <= 0:
-                    permit = Permit(tokens=est_tokens, granted_at=now, id=next(self._ids))
+                    permit = Permit(tokens=est_tokens, granted_at=now, id=next(self._ids), charged=cost)
                     self._requests.take(1, now)
-                    self._tokens.take(est_tokens, now)
-                    self._token_log.add(permit.id, est_tokens, now)
+                    self._tokens.take(cost, now)
+                    self._token_log.add(permit.id, cost, now)
                     self.admitted += 1
                     return permit
                 await self._sleep(max(wait, 1e-6))
@@ -243,7 +292,7 @@ class RateLimiter:
         """Sleep, but wake early when a refund makes room: a caller that slept its whole
         computed wait would leave the refunded budget unused (a third of the tokens/min
         budget with 1-3 s calls that reserve twice what they use)."""
-        if not isinstance(self._clock, MonotonicClock) or self._wake is None:
+        if not getattr(self._clock, "wakeable", False) or self._wake is None:
             await self._clock.sleep(seconds)
             return
         self._wake.clear()
@@ -253,10 +302,13 @@ class RateLimiter:
             pass
 
     async def reconcile(self, permit: Permit, actual_tokens: int) -> None:
-        """Correct the token budget once the response reports what the call really used."""
-        self._tokens.adjust(actual_tokens - permit.tokens, self._clock.now())
+        """Correct the token budget once the response reports what the call really used (0 for
+        a call the provider refused, a 429: it used nothing and says nothing of the others)."""
+        if actual_tokens > 0 and permit.tokens > 0:
+            self._ratio.add(actual_tokens / permit.tokens)
+        self._tokens.adjust(actual_tokens - permit.cost, self._clock.now())
         self._token_log.adjust(permit.id, actual_tokens)
-        if actual_tokens < permit.tokens and self._wake is not None:
+        if actual_tokens < permit.cost and self._wake is not None:
             self._wake.set()
 
     async def pause_for(self, seconds: float) -> None:
@@ -294,6 +346,7 @@ class RateLimiter:
             "admitted": self.admitted,
             "pauses": self.pauses,
             "paused_for_s": max(0.0, self._paused_until - self._clock.now()),
+            "expected_ratio": round(self._ratio.value, 4),
         }
 
 

@@ -4,7 +4,8 @@ Serves ``POST /v1/chat/completions`` on 127.0.0.1: validates each request (schem
 images, allowed image counts; see :mod:`.fake_chat`), answers deterministically with usage,
 enforces requests/min and tokens/min over a sliding window with real 429s, ``Retry-After`` and
 ``x-ratelimit-*`` headers on every response, injects faults at configured rates (500, 503,
-timeout, disconnect, malformed body, refusal, 429), and counts everything it served (``stats``
+timeout, disconnect, malformed body, refusal, 429) and scripted outages (``outage``: every request
+fails for a while), and counts everything it served (``stats``
 attribute, ``GET /stats``). Fault and latency draws hash the seed, the request body and how many
 times that body was seen, so a run is reproducible whatever the arrival order.
 
@@ -83,6 +84,7 @@ class FakeOpenAIServer:
         self._window = _Window(self.config.window_s)
         self._seen: collections.Counter[str] = collections.Counter()
         self._scripted: collections.deque[str] = collections.deque()
+        self._outage: tuple[float, str] = (0.0, "503")  # (monotonic end, fault)
         self._lock = threading.Lock()
         self._stats: dict[str, Any] = {
             "requests": 0,
@@ -141,6 +143,17 @@ class FakeOpenAIServer:
         with self._lock:
             self._scripted.extend(kinds)
 
+    def outage(self, seconds: float, kind: str = "503") -> None:
+        """Fail every request with fault ``kind`` for the next ``seconds`` (a total outage of
+        the endpoint; ``disconnect`` drops every connection instead of answering)."""
+        with self._lock:
+            self._outage = (time.monotonic() + seconds, kind)
+
+    def outage_left(self) -> float:
+        """Seconds until the current outage ends (0 when there is none)."""
+        with self._lock:
+            return max(0.0, self._outage[0] - time.monotonic())
+
     # --- limits and faults ----------------------------------------------------------------
     def _limit_headers(self, now: float) -> dict[str, str]:
         c, w = self.config, self._window
@@ -171,6 +184,8 @@ class FakeOpenAIServer:
             n = self._seen[digest]
             self._seen[digest] += 1
             scripted = self._scripted.popleft() if self._scripted else None
+            if time.monotonic() < self._outage[0]:
+                scripted = self._outage[1]
         h = hashlib.sha256(f"{self.config.seed}:{digest}:{n}".encode()).digest()
         u_fault = int.from_bytes(h[:8], "big") / 2**64
         u_latency = int.from_bytes(h[8:16], "big") / 2**64

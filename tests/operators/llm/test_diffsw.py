@@ -131,6 +131,43 @@ def test_many_videos_in_flight_at_once(start_server, tmp_path):
     assert elapsed < 3.0  # sequential would be 12 x 3 x 0.3 = 10.8 s; in parallel ~0.9 s
 
 
+def test_concurrent_batches_from_threads_share_the_slots(start_server, tmp_path):
+    """Ray Data may call one actor's operator from two threads at once (max_concurrent_batches):
+    both batches run on the one loop, every video takes one of the same slots, and each call
+    gets back its own rows."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    assert DiffCaptioner.max_concurrent_batches == 2
+    server, url = started(start_server, latency_s=(0.2, 0.2))
+    slow = make_batch(tmp_path, {f"a{i}": [0.0, 1.0, 2.0] for i in range(3)})  # 4 calls each
+    quick = make_batch(tmp_path, {f"b{i}": [0.0] for i in range(4)})  # 2 calls each
+    op = DiffCaptioner(llm_config(url, concurrency_per_actor=4), output=str(tmp_path))
+    op.setup()
+    in_flight, peak = 0, 0
+    inner = op._client.complete
+
+    async def counted(*args, **kwargs):
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        try:
+            return await inner(*args, **kwargs)
+        finally:
+            in_flight -= 1
+
+    op._client.complete = counted
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            futures = [pool.submit(op, {k: v.copy() for k, v in b.items()}) for b in (slow, quick)]
+            out_slow, out_quick = (f.result(timeout=30) for f in futures)
+    finally:
+        op.close()
+    assert list(out_slow["video_id"]) == ["a0", "a1", "a2"] and list(out_quick["video_id"]) == ["b0", "b1", "b2", "b3"]
+    assert all(len(c) == 3 for c in out_slow["captions"]) and all(len(c) == 1 for c in out_quick["captions"])
+    assert server.stats["served"] == 3 * 4 + 4 * 2
+    assert peak == 4  # one pool of slots for both batches: never more than concurrency_per_actor
+
+
 def test_transient_500_is_retried(start_server, tmp_path):
     server, url = started(start_server)
     server.queue_faults(["500", "503"])

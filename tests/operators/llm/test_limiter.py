@@ -230,3 +230,141 @@ def test_credit_is_dropped_when_idle():
 
     # no banked burst: the second request waits its normal pace
     assert asyncio.run(scenario()) >= 1000 / (6000 * 0.97 / 60) - 1
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock jumps to the next timer instead of waiting for it: concurrent
+    callers, answer latencies and the limiter's own waits (``asyncio.wait_for`` on a refund
+    included) run in virtual time, in milliseconds of real time. No real I/O may run on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._virtual_now = 1000.0
+        select = self._selector.select
+
+        def advance(timeout: float | None = None):  # type: ignore[no-untyped-def]
+            if timeout is not None and timeout > 0:
+                self._virtual_now += timeout
+            return select(0)
+
+        self._selector.select = advance  # type: ignore[method-assign]
+
+    def time(self) -> float:
+        return self._virtual_now
+
+
+class LoopClock:
+    """A loop's time (virtual on ``VirtualTimeLoop``); waits may be cut by a refund."""
+
+    wakeable = True
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+
+    def now(self) -> float:
+        return self.loop.time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+def run_virtual(coro, loop: VirtualTimeLoop | None = None):  # type: ignore[no-untyped-def]
+    loop = loop or VirtualTimeLoop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
+
+
+# (reserved, used) of the four kinds of calls of a 4-keyframe video against the test server:
+# keyframe 0, a differential caption, the summary (a text call with a larger max_tokens).
+VIDEO_CALLS = [(1090, 537)] + [(1503, 920)] * 3 + [(1600, 490)]
+
+
+def _simulate_videos(limit_tpm: int, videos: int, in_flight: int, *, seed: int, used_ratio=None,
+                     fail_rate: float = 0.02) -> tuple[list[float], list[float], RateLimiter]:
+    """``in_flight`` videos at once, each its calls in order with 1-3 s answers; a call fails
+    (an HTTP 500 the provider still counts, no usage reported) with ``fail_rate`` and is sent
+    again. Returns the admission times and what the provider counted for each."""
+    rng = random.Random(seed)
+    loop = VirtualTimeLoop()
+    limiter = RateLimiter(10**6, limit_tpm, window_s=60, clock=LoopClock(loop))
+    times: list[float] = []
+    used: list[float] = []
+    queue = list(range(videos))
+
+    async def one_call(reserved: int, base_used: int) -> None:
+        while True:
+            permit = await limiter.acquire(reserved)
+            now = asyncio.get_running_loop().time()
+            ratio = used_ratio(now) if used_ratio is not None else None
+            tokens = round(reserved * ratio) if ratio is not None else round(base_used * rng.uniform(0.9, 1.05))
+            times.append(now)
+            used.append(min(tokens, reserved))
+            await asyncio.sleep(rng.uniform(1.0, 3.0))
+            if rng.random() < fail_rate:
+                continue  # counted by the provider, never reported: stays at its expected size
+            await limiter.reconcile(permit, min(tokens, reserved))
+            return
+
+    async def worker() -> None:
+        while queue:
+            queue.pop()
+            for reserved, base_used in VIDEO_CALLS:
+                await one_call(reserved, base_used)
+
+    async def main() -> None:
+        await asyncio.gather(*(worker() for _ in range(in_flight)))
+
+    run_virtual(main(), loop)
+    return times, used, limiter
+
+
+def test_virtual_time_loop_runs_timers_in_order_without_waiting():
+    async def main() -> list[float]:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        order: list[float] = []
+
+        async def after(s: float) -> None:
+            await asyncio.sleep(s)
+            order.append(round(loop.time() - t0, 6))
+
+        await asyncio.gather(after(30.0), after(0.5), after(600.0))
+        return order
+
+    assert run_virtual(main()) == [0.5, 30.0, 600.0]
+
+
+def test_expected_size_accounting_uses_the_limit_and_never_exceeds_the_window():
+    """Calls use about half their reservation, answers take 1-3 s, 2 % fail unreported: the
+    provider's count in any 60 s stays under the limit, and the steady state (first admission
+    to the last video's start) reaches >= 0.95 of it (0.94 when calls in flight and failed calls
+    counted at their full reservation)."""
+    limit = 200_000
+    times, used, limiter = _simulate_videos(limit, videos=260, in_flight=48, seed=3)
+    assert max_in_window(times, used, 60) <= limit
+    t_end = max(times) - 30  # leave out the drain (fewer callers than needed to fill the pace)
+    busy = [(t, u) for t, u in zip(times, used, strict=True) if t <= t_end]
+    rate = sum(u for _, u in busy) / (t_end - min(times)) * 60
+    assert rate >= 0.95 * limit
+    assert 0.55 < limiter.snapshot()["expected_ratio"] < 0.7
+
+
+def test_window_holds_when_calls_suddenly_use_their_whole_reservation():
+    """The expected ratio comes from the calls already reported: when every call from some
+    moment on uses all it reserved (here 2.9x what the earlier ones used), the calls admitted
+    before the first of them reports were charged too little. The pace's headroom absorbs most
+    of it: the window may exceed the limit by less than 1 % (a 429 or two, each paused for and
+    retried), and the limiter charges full reservations from the first report on."""
+    limit = 200_000
+    switch = 1000.0 + 150.0
+
+    def ratio(now: float) -> float:
+        return 0.35 if now < switch else 1.0
+
+    times, used, limiter = _simulate_videos(limit, 200, 48, seed=4, used_ratio=ratio, fail_rate=0.0)
+    assert max_in_window(times, used, 60) <= 1.01 * limit
+    late = [(t, u) for t, u in zip(times, used, strict=True) if t >= switch + 70]
+    assert max_in_window([t for t, _ in late], [u for _, u in late], 60) <= limit
+    assert limiter.snapshot()["expected_ratio"] == 1.0
