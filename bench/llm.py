@@ -34,7 +34,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import platform
 import sys
 import tempfile
@@ -45,6 +44,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from machine import cpu_name  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 from operators.base import Resources, object_column  # noqa: E402
 from operators.llm.config import FakeServerConfig, LLMConfig  # noqa: E402
@@ -57,16 +58,6 @@ from ray_jobs.llm_actors import get_or_create_budget, limiter_for, new_run_id  #
 RPM, TPM, WINDOW_S = 600, 200_000, 60.0
 ACTORS, KEYFRAMES, SIZE = 4, 4, (512, 288)
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def write_videos(root: Path, n: int, k: int) -> list[dict[str, Any]]:

@@ -34,11 +34,10 @@ def _limiter_from(config: LLMConfig, share: int = 1) -> RateLimiter:
     )
 
 
-class LimiterActor:
-    """A ``RateLimiter`` behind an async Ray actor (all calls on the actor's one event loop)."""
+class _Delegating:
+    """The limiter interface, forwarded to ``self.limiter``."""
 
-    def __init__(self, config: LLMConfig) -> None:
-        self.limiter = _limiter_from(config)
+    limiter: RateLimiter
 
     async def acquire(self, est_tokens: int) -> Permit:
         return await self.limiter.acquire(est_tokens)
@@ -54,6 +53,13 @@ class LimiterActor:
 
     async def snapshot(self) -> dict[str, float]:
         return self.limiter.snapshot()
+
+
+class LimiterActor(_Delegating):
+    """A ``RateLimiter`` behind an async Ray actor (all calls on the actor's one event loop)."""
+
+    def __init__(self, config: LLMConfig) -> None:
+        self.limiter = _limiter_from(config)
 
 
 class BudgetActor:
@@ -116,7 +122,7 @@ class BudgetProxy:
         return await self.actor.spent.remote()
 
 
-class PerActorLimiter:
+class PerActorLimiter(_Delegating):
     """``rate_limit_scope: per_actor``: each captioning actor paces itself at ``limit / share``.
 
     Picklable and empty until first used, so every actor that unpickles the operator builds its
@@ -136,21 +142,6 @@ class PerActorLimiter:
         if self._limiter is None:
             self._limiter = _limiter_from(self.config, self.share)
         return self._limiter
-
-    async def acquire(self, est_tokens: int) -> Permit:
-        return await self.limiter.acquire(est_tokens)
-
-    async def reconcile(self, permit: Permit, actual_tokens: int) -> None:
-        await self.limiter.reconcile(permit, actual_tokens)
-
-    async def observe_headers(self, headers: Mapping[str, str]) -> None:
-        await self.limiter.observe_headers(headers)
-
-    async def pause_for(self, seconds: float) -> None:
-        await self.limiter.pause_for(seconds)
-
-    async def snapshot(self) -> dict[str, float]:
-        return self.limiter.snapshot()
 
 
 def new_run_id() -> str:

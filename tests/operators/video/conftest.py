@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import struct
 from fractions import Fraction
 from pathlib import Path
 
 import pytest
 
 from tests.media import make_audio, make_video
+from tests.reliability.corpus import raw_avi_declaring
 
 REAL_VIDEOS = Path(__file__).resolve().parents[3] / ".cache" / "real_videos"
 NTSC = Fraction(30000, 1001)
@@ -21,19 +21,6 @@ def real_videos() -> Path:
     if not REAL_VIDEOS.is_dir():
         pytest.skip(f"real test videos missing: run tests/fetch_real_videos.sh ({REAL_VIDEOS})")
     return REAL_VIDEOS
-
-
-def _raw_avi_declaring(path: Path, size: int) -> Path:
-    """A two-frame 16x16 raw AVI whose headers declare ``size`` x ``size``: what a hostile file
-    looks like to the probe, without gigabytes of pixels."""
-    make_video(path, num_frames=2, width=16, height=16, codec="rawvideo")
-    data = bytearray(path.read_bytes())
-    avih = data.find(b"avih") + 8
-    struct.pack_into("<II", data, avih + 32, size, size)
-    strf = data.find(b"strf") + 8
-    struct.pack_into("<ii", data, strf + 4, size, size)
-    path.write_bytes(bytes(data))
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -73,6 +60,6 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (d / "folder.mp4").mkdir()
     v["folder"] = d / "folder.mp4"
     v["audio"] = make_audio(d / "audio.m4a", seconds=0.5)
-    v["huge"] = _raw_avi_declaring(d / "huge.avi", 16000)
-    v["beyond_ffmpeg"] = _raw_avi_declaring(d / "beyond.avi", 16384)
+    v["huge"] = raw_avi_declaring(d / "huge.avi", 16000)
+    v["beyond_ffmpeg"] = raw_avi_declaring(d / "beyond.avi", 16384)
     return v
