@@ -58,7 +58,7 @@ def save_real_size_git(folder: Path) -> Path:
     import torch
     from transformers import CLIPImageProcessor, GitConfig, GitForCausalLM
 
-    from tests.operators.captions.tiny_models import SPECIAL, bert_tokenizer
+    from ray_jobs.tiny_models import SPECIAL, bert_tokenizer
 
     tokenizer = bert_tokenizer(folder)
     config = GitConfig(

@@ -148,41 +148,24 @@ def new_run_id() -> str:
     return secrets.token_hex(6)
 
 
-def get_or_create_limiter(config: LLMConfig, run_id: str) -> LimiterProxy:
-    """The run's cluster-wide limiter (created on first call; later calls get the same actor)."""
+def _named_actor(cls: type, name: str, max_concurrency: int, *args: Any) -> Any:
+    """The run's named actor ``name`` of ``cls`` (created on first call, then the same one)."""
     import ray
 
-    actor = (
-        ray.remote(LimiterActor)
-        .options(
-            name=f"sg4v-limiter-{run_id}",
-            namespace=NAMESPACE,
-            get_if_exists=True,
-            num_cpus=0,
-            max_concurrency=10_000,
-            max_restarts=0,
-        )
-        .remote(config)
-    )
-    return LimiterProxy(actor)
+    options = {"name": name, "namespace": NAMESPACE, "get_if_exists": True, "num_cpus": 0,
+               "max_concurrency": max_concurrency, "max_restarts": 0}
+    return ray.remote(cls).options(**options).remote(*args)
+
+
+def get_or_create_limiter(config: LLMConfig, run_id: str) -> LimiterProxy:
+    """The run's cluster-wide limiter; ``acquire`` waits inside the actor, so its concurrency
+    must cover every call in flight."""
+    return LimiterProxy(_named_actor(LimiterActor, f"sg4v-limiter-{run_id}", 10_000, config))
 
 
 def get_or_create_budget(config: LLMConfig, run_id: str) -> BudgetProxy:
     """The run's cluster-wide budget (``llm.budget_usd``; counts spending even with no cap)."""
-    import ray
-
-    actor = (
-        ray.remote(BudgetActor)
-        .options(
-            name=f"sg4v-budget-{run_id}",
-            namespace=NAMESPACE,
-            get_if_exists=True,
-            num_cpus=0,
-            max_concurrency=1000,
-        )
-        .remote(config.budget_usd)
-    )
-    return BudgetProxy(actor)
+    return BudgetProxy(_named_actor(BudgetActor, f"sg4v-budget-{run_id}", 1000, config.budget_usd))
 
 
 def limiter_for(config: LLMConfig, run_id: str, num_actors: int) -> LimiterProxy | PerActorLimiter:
