@@ -37,7 +37,10 @@ class RayConfig(StrictModel):
     address: str | None = Field(
         None,
         description="Ray cluster address. None: the cluster in RAY_ADDRESS if set (as under "
-        "`ray job submit`), else a local Ray started for this run.",
+        "`ray job submit`), else a private local Ray started for this run, even when another "
+        "Ray instance already runs on the machine. `auto`: join the Ray instance already "
+        "running on this machine (started with `ray start --head`) on purpose; num_cpus, "
+        "num_gpus and object_store_memory are then the cluster's own and must be unset.",
     )
     num_cpus: int | None = Field(None, description="CPUs of a local Ray (None: all).")
     num_gpus: int | None = Field(
@@ -49,6 +52,17 @@ class RayConfig(StrictModel):
         None, description="Keep rows in input order between stages. None: on when dedup runs, "
         "so the greedy dedup sees videos in the same order every run and a rerun decides the "
         "same way; off otherwise (faster: no stage waits for a slow row ahead of it).")
+
+
+    @model_validator(mode="after")
+    def _local_settings_only_for_a_local_ray(self) -> RayConfig:
+        if self.address:
+            given = [k for k in ("num_cpus", "num_gpus", "object_store_memory") if getattr(self, k) is not None]
+            if given:
+                raise ValueError(
+                    f"ray.{given[0]} applies only to a local Ray started for the run; with "
+                    f"ray.address={self.address} the cluster's own resources are used: unset it")
+        return self
 
 
 class StepsConfig(StrictModel):

@@ -79,6 +79,11 @@ class RunSummary:
 
 
 def init_ray(config: PipelineConfig) -> None:
+    """Connect to the run's Ray: the cluster named by ``ray.address`` or ``RAY_ADDRESS``
+    (``auto`` joins the instance already running on this machine), else a private local
+    instance started for this run alone. A local run never joins another run's instance by
+    accident: Ray's own default would attach to any ``ray start --head`` on the machine and
+    then refuse the run's ``num_cpus``/``num_gpus``."""
     import ray
 
     if ray.is_initialized():
@@ -88,6 +93,7 @@ def init_ray(config: PipelineConfig) -> None:
         ray.init(address=address, logging_level=logging.WARNING)
         return
     ray.init(
+        address="local",
         num_cpus=config.ray.num_cpus,
         num_gpus=config.ray.num_gpus,
         object_store_memory=config.ray.object_store_memory,

@@ -1,7 +1,11 @@
+import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +68,40 @@ def corpus(tmp_path_factory) -> Path:
         pytest.fail("real test videos missing: run tests/fetch_real_videos.sh")
     make_bad_inputs(folder / "bad")
     return folder
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ray_cli() -> str:
+    return str(Path(sys.executable).with_name("ray")) if shutil.which("ray") is None else "ray"
+
+
+@dataclass
+class HeadNode:
+    gcs: str
+    dashboard: str
+    env: dict[str, str]
+
+
+@contextlib.contextmanager
+def start_head_node(extra_env: dict[str, str] | None = None, num_cpus: int = 2,
+                    include_dashboard: bool = False) -> Iterator[HeadNode]:
+    """``ray start --head`` on localhost, as a user would run it, with the test session's own
+    auth token (``RAY_AUTH_TOKEN_PATH``, set in tests/conftest.py), never ``~/.ray``."""
+    assert os.environ.get("RAY_AUTH_TOKEN_PATH"), "tests/conftest.py sets the session's token"
+    port, dashboard = free_port(), free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "token", **(extra_env or {})}
+    start = subprocess.run(
+        [ray_cli(), "start", "--head", f"--port={port}", "--dashboard-host=127.0.0.1",
+         f"--dashboard-port={dashboard}", f"--num-cpus={num_cpus}",
+         f"--include-dashboard={str(include_dashboard).lower()}", "--disable-usage-stats"],
+        env=env, capture_output=True, text=True, timeout=180)
+    assert start.returncode == 0, start.stdout + start.stderr
+    try:
+        yield HeadNode(gcs=f"127.0.0.1:{port}", dashboard=f"http://127.0.0.1:{dashboard}", env=env)
+    finally:
+        subprocess.run([ray_cli(), "stop", "--force"], env=env, capture_output=True, timeout=120)

@@ -1,10 +1,7 @@
 """The job submitted with `ray job submit` to a `ray start --head` on localhost."""
 
 import os
-import shutil
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -15,43 +12,23 @@ from operators.llm.config import FakeServerConfig
 from operators.llm.test_server import FakeOpenAIServer
 from ray_jobs.samples import scene_frames, write_video
 from ray_jobs.tiny_models import save_tiny_clip
-from tests.ray_jobs.conftest import REPO
+from tests.ray_jobs.conftest import REPO, ray_cli, start_head_node
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def ray_cli() -> str:
-    return str(Path(sys.executable).with_name("ray")) if shutil.which("ray") is None else "ray"
-
-
-@pytest.fixture()
-def head_node(tmp_path):
-    port, dashboard = free_port(), free_port()
-    # The key lives in the cluster's environment, as the cluster configs set it up.
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "OPENAI_API_KEY": CANARY}
-    start = subprocess.run(
-        [ray_cli(), "start", "--head", f"--port={port}", "--dashboard-host=127.0.0.1",
-         f"--dashboard-port={dashboard}", "--num-cpus=2", "--include-dashboard=true",
-         "--disable-usage-stats"],
-        env=env, capture_output=True, text=True, timeout=180)
-    assert start.returncode == 0, start.stdout + start.stderr
-    try:
-        yield f"http://127.0.0.1:{dashboard}", env
-    finally:
-        subprocess.run([ray_cli(), "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
 CANARY = "sk-canary-submit-5c2e9a7d41b8"
 
 
+@pytest.fixture()
+def head_node():
+    # The key lives in the cluster's environment, as the cluster configs set it up.
+    with start_head_node({"OPENAI_API_KEY": CANARY}, include_dashboard=True) as head:
+        yield head
+
+
 def test_ray_job_submit_runs_the_pipeline(head_node, tmp_path):
-    address, env = head_node
+    address, env = head_node.dashboard, head_node.env
     server = FakeOpenAIServer(FakeServerConfig(latency_s=(0.0, 0.05), allowed_image_counts=[0, 1, 2]),
                               required_api_key=CANARY)
     url, stop = server.start_in_thread()
