@@ -16,19 +16,18 @@ import json
 import logging
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from operators.base import object_column  # noqa: E402
 from operators.captions import ShortCaption, ShortCaptionConfig, TextEmbed, TextEmbedConfig  # noqa: E402
 from operators.models import ModelLoadError, resolve_device  # noqa: E402
-from tests.operators.captions.tiny_models import make_batch, save_tiny_bert, save_tiny_git  # noqa: E402
+from testing.batches import make_batch  # noqa: E402
+from testing.tiny_models import save_tiny_bert, save_tiny_git  # noqa: E402
 
 logger = logging.getLogger("bench.captions")
 
@@ -40,56 +39,6 @@ CAPTION_WORDS = (
 def captions(n: int) -> list[str]:
     k = len(CAPTION_WORDS)
     return [" ".join(CAPTION_WORDS[(i * 7 + j * 3) % k] for j in range(8 + i % 12)) + "." for i in range(n)]
-
-
-def save_real_size_bert(folder: Path) -> Path:
-    """bert-base-uncased's architecture with random weights: same compute as the real model."""
-    from transformers import BertConfig, BertModel
-
-    from tests.operators.captions.tiny_models import bert_tokenizer
-
-    bert_tokenizer(folder).save_pretrained(folder)
-    BertModel(BertConfig()).save_pretrained(folder)  # BertConfig() defaults are bert-base
-    return folder
-
-
-def save_real_size_git(folder: Path) -> Path:
-    """git-base-vatex's architecture (CLIP ViT-B/16 at 224, 6 text layers, 6 frames), random weights."""
-    import torch
-    from transformers import CLIPImageProcessor, GitConfig, GitForCausalLM
-
-    from ray_jobs.tiny_models import SPECIAL, bert_tokenizer
-
-    tokenizer = bert_tokenizer(folder)
-    config = GitConfig(
-        vision_config={
-            "hidden_size": 768,
-            "intermediate_size": 3072,
-            "num_hidden_layers": 12,
-            "num_attention_heads": 12,
-            "image_size": 224,
-            "patch_size": 16,
-        },
-        vocab_size=30522,
-        hidden_size=768,
-        num_hidden_layers=6,
-        num_attention_heads=12,
-        intermediate_size=3072,
-        num_image_with_embedding=6,
-        bos_token_id=tokenizer.cls_token_id,
-        eos_token_id=tokenizer.sep_token_id,
-        pad_token_id=0,
-    )
-    model = GitForCausalLM(config)
-    with torch.no_grad():
-        model.output.bias[: len(SPECIAL)] = -1e4
-        model.output.bias[len(tokenizer) :] = -1e4  # only ids the small tokenizer can decode
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}).save_pretrained(
-        folder
-    )
-    return folder
 
 
 def time_embed(label: str, model: str, n: int, batch_size: int, device: str, **extra: Any) -> dict[str, Any]:
@@ -189,7 +138,7 @@ def main() -> None:
             rows.append(
                 time_embed(
                     "bert-base size (random)",
-                    str(save_real_size_bert(tmp_path / "bb")),
+                    str(save_tiny_bert(tmp_path / "bb", size="base")),
                     4096 if gpu else 128,
                     64,
                     device,
@@ -198,7 +147,7 @@ def main() -> None:
             rows.append(
                 time_caption(
                     "git-base-vatex size (random)",
-                    str(save_real_size_git(tmp_path / "gb")),
+                    str(save_tiny_git(tmp_path / "gb", size="base")),
                     64 if gpu else 4,
                     16 if gpu else 4,
                     device,

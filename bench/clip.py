@@ -16,22 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from machine import cpu_name  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 from operators.keyframes.clip_model import ClipConfig, ClipImageEncoder  # noqa: E402
-
-TINY = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
 
 # Dense peak TFLOPS (bf16/fp16 tensor cores, no sparsity) from the vendors' data sheets.
 PEAK_TFLOPS = [
@@ -100,10 +91,9 @@ def main() -> None:
 
     model = args.model
     if args.tiny:
-        path = Path(tempfile.mkdtemp()) / "bench-tiny-clip.json"
-        path.write_text(json.dumps(TINY))
-        open_clip.add_model_config(path)
-        model = "bench-tiny-clip"
+        from testing.tiny_models import save_tiny_clip
+
+        model = save_tiny_clip(Path(tempfile.mkdtemp()))["model"]
     config = ClipConfig(
         model=model,
         pretrained=None,

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import tempfile
 import time
 from fractions import Fraction
@@ -33,12 +32,11 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from operators.video.frames import encode_jpeg, fit_size  # noqa: E402
 from operators.video.probe import probe_video  # noqa: E402
 from operators.video.sample import SampleConfig, iter_sampled_frames, sample_frames  # noqa: E402
-from tests.media import frame_image  # noqa: E402
+from testing.media import frame_image  # noqa: E402
 
 REAL = ROOT / ".cache" / "real_videos"
 REAL_NAMES = ["cockatoo.mp4", "vtest.avi", "Megamind.avi", "tree.avi"]
@@ -46,7 +44,7 @@ REAL_NAMES = ["cockatoo.mp4", "vtest.avi", "Megamind.avi", "tree.avi"]
 
 def make_clip(path: Path, width: int, height: int, fps: Fraction, seconds: float) -> Path:
     """H.264 (x264 veryfast, crf 23: B-frames, CABAC) with a moving noise texture, so the
-    decoder does real work, plus the index band of tests.media."""
+    decoder does real work, plus the index band of testing.media."""
     import av
 
     rng = np.random.default_rng(0)

@@ -20,15 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from machine import cpu_name  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 from operators.base import object_column  # noqa: E402
@@ -39,8 +35,8 @@ from operators.keyframes.operator import SelectKeyframes, keyframe_path  # noqa:
 from operators.keyframes.reread import read_frames_at  # noqa: E402
 from operators.keyframes.select import KeyframeConfig, select_keyframes  # noqa: E402
 from operators.video.frames import decode_image, encode_jpeg, fit_size  # noqa: E402
-from ray_jobs.tiny_models import save_tiny_clip  # noqa: E402
-from tests.media import make_video  # noqa: E402
+from testing.media import make_video  # noqa: E402
+from testing.tiny_models import save_tiny_clip  # noqa: E402
 
 COLORS = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40), (40, 200, 200), (200, 40, 200)]
 

@@ -35,25 +35,21 @@ import json
 import logging
 import math
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from machine import cpu_name  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 from operators.base import Resources, object_column  # noqa: E402
+from operators.captions.diffsw import DiffCaptioner  # noqa: E402
+from operators.captions.estimate import estimate_from_keyframe_counts  # noqa: E402
 from operators.llm.config import FakeServerConfig, LLMConfig  # noqa: E402
-from operators.llm.diffsw import DiffCaptioner  # noqa: E402
-from operators.llm.test_server import FakeOpenAIServer  # noqa: E402
 from ray_jobs.adapter import apply_operator  # noqa: E402
-from ray_jobs.estimate import estimate_from_keyframe_counts  # noqa: E402
 from ray_jobs.llm_actors import get_or_create_budget, limiter_for, new_run_id  # noqa: E402
+from testing.fake_server import FakeOpenAIServer  # noqa: E402
 
 RPM, TPM, WINDOW_S = 600, 200_000, 60.0
 ACTORS, KEYFRAMES, SIZE = 4, 4, (512, 288)

@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def export_or_report(args: argparse.Namespace) -> int:
     if args.command == "report":
-        from ray_jobs.report import write_report
+        from operators.dataset.report import write_report
 
         print(write_report(args.output, args.dest))
         return 0
@@ -79,9 +79,9 @@ def estimate_cost(config, sample: int | None) -> int:
     Keyframe JPEGs of the dry run go to a temporary folder; the output is not touched."""
     import tempfile
 
+    from operators.captions.estimate import estimate_from_keyframe_counts, render_estimate
     from operators.keyframes.reread import fit_longest
     from ray_jobs.dry_run import run_until
-    from ray_jobs.estimate import estimate_from_keyframe_counts, render_estimate
 
     with tempfile.TemporaryDirectory(prefix="sg4v-estimate-") as scratch:
         dry = config.model_copy(update={"output": scratch})
@@ -141,12 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "samples":
         from pathlib import Path
 
-        from ray_jobs.samples import write_samples
+        from testing.samples import write_samples
 
         for path in write_samples(args.directory):
             print(path)
         if not args.no_models:
-            from ray_jobs.tiny_models import write_smoke_models
+            from testing.tiny_models import write_smoke_models
 
             for name, path in write_smoke_models(Path(args.directory) / "models").items():
                 print(f"{name}: {path}")

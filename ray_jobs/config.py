@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from operators.captions.short_caption import ShortCaptionConfig
 from operators.captions.text_embed import TextEmbedConfig
 from operators.config import StrictModel
+from operators.dataset.writer import WriterConfig
 from operators.dedup.config import DedupConfig
 from operators.keyframes.clip_model import ClipConfig
 from operators.keyframes.select import KeyframeConfig
@@ -26,7 +27,6 @@ from operators.sources import SourceConfig
 from operators.video.duration_filter import DurationFilterConfig
 from operators.video.probe import ProbeConfig
 from operators.video.sample import SampleConfig
-from operators.writers import WriterConfig
 
 
 class ConfigError(ValueError):

@@ -187,7 +187,7 @@ def start_test_server_if_enabled(config: LLMConfig) -> tuple[LLMConfig, Callable
     """
     if not config.server.enabled:
         return config, lambda: None
-    from operators.llm.test_server import FakeOpenAIServer
+    from testing.fake_server import FakeOpenAIServer
 
     server = FakeOpenAIServer(config.server)
     url, stop = server.start_in_thread()

@@ -9,18 +9,18 @@ from __future__ import annotations
 from functools import partial
 
 from operators.base import Operator
+from operators.captions.diffsw import DiffCaptioner
 from operators.captions.short_caption import ShortCaption
 from operators.captions.text_embed import TextEmbed
+from operators.dataset.resume import dedup_resume_state
 from operators.dedup.operator import SemanticDedup
 from operators.keyframes.clip_encoder import ClipEncode
 from operators.keyframes.operator import SelectKeyframes
-from operators.llm.diffsw import DiffCaptioner
 from operators.sources import ExpandShards, needs_shard_expansion
 from operators.video.duration_filter import DurationFilter
 from operators.video.probe import ProbeVideo
 from operators.video.sample import SampleFrames
 from ray_jobs.config import PipelineConfig
-from ray_jobs.resume import dedup_resume_state
 from ray_jobs.services import LLMServices
 
 #: Every stage name, in pipeline order (also the keys accepted under ``stages:``).

@@ -11,14 +11,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from operators.base import is_missing
+from operators.dataset.resume import drop_rejections, remove_temp_files, resume_state
+from operators.dataset.writer import WriteShards
 from operators.io import filesystem, join, write_bytes_atomic
 from operators.sources import list_source_rows
-from operators.writers import WriteShards
 from ray_jobs.adapter import apply_operator, capacity_problems, resolve_resources
 from ray_jobs.config import ConfigError, PipelineConfig, resolved_yaml
 from ray_jobs.exports import export_sharegpt4video
 from ray_jobs.pipeline import build_operators
-from ray_jobs.resume import drop_rejections, remove_temp_files, resume_state
 from ray_jobs.services import check_api_key, start_llm_services
 
 logger = logging.getLogger(__name__)

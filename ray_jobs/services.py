@@ -47,7 +47,7 @@ def start_llm_services(config: PipelineConfig) -> LLMServices | None:
     """Start the API stage's shared services, when the run has that stage (Ray must be up)."""
     if not config.steps.captions:
         return None
-    from operators.llm.diffsw import DiffCaptioner
+    from operators.captions.diffsw import DiffCaptioner
     from ray_jobs.llm_actors import (
         get_or_create_budget,
         limiter_for,

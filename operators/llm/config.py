@@ -33,7 +33,7 @@ def default_prices() -> dict[str, ModelPrice]:
 
 
 class FakeServerConfig(StrictModel):
-    """The local OpenAI-compatible test server (``operators.llm.test_server``).
+    """The local OpenAI-compatible test server (``testing.fake_server``).
 
     When ``enabled``, a run starts it in-process and points ``llm.base_url`` at it (smoke runs).
     """
@@ -76,8 +76,8 @@ class FakeServerConfig(StrictModel):
 
 class PromptFiles(StrictModel):
     """Prompt templates of the captioning calls; None = the built-in ones in
-    ``operators/llm/prompts/``. Templates are ``str.format`` strings (write ``{{`` for a brace);
-    the fields each may use are listed in :mod:`operators.llm.diffsw_prompts`."""
+    ``operators/captions/prompts/``. Templates are ``str.format`` strings (write ``{{`` for a brace);
+    the fields each may use are listed in :mod:`operators.captions.diffsw_prompts`."""
 
     detailed: str | None = Field(
         None, description="Template file of keyframe 0's detailed caption (fields: frame_index, timestamp)."

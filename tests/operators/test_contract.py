@@ -20,6 +20,7 @@ import operators
 from operators.base import REJECT_COLUMNS, Operator, object_column
 from operators.captions.short_caption import ShortCaption, ShortCaptionConfig
 from operators.captions.text_embed import TextEmbed, TextEmbedConfig
+from operators.dataset.writer import WriteShards
 from operators.dedup.operator import SemanticDedup
 from operators.keyframes.clip_encoder import ClipEncode
 from operators.keyframes.clip_model import ClipConfig
@@ -29,9 +30,8 @@ from operators.sources.webdataset import ExpandShards, WebDatasetSource
 from operators.video.duration_filter import DurationFilter
 from operators.video.probe import ProbeVideo
 from operators.video.sample import SampleFrames
-from operators.writers import WriteShards
-from ray_jobs.samples import scene_frames, write_video
-from ray_jobs.tiny_models import save_tiny_bert, save_tiny_clip, save_tiny_git
+from testing.samples import scene_frames, write_video
+from testing.tiny_models import save_tiny_bert, save_tiny_clip, save_tiny_git
 
 
 def all_operator_classes() -> set[type]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ray_jobs.samples import scene_frames, write_samples, write_video
+from testing.samples import scene_frames, write_samples, write_video
 
 REPO = Path(__file__).resolve().parents[2]
 REAL_VIDEOS = REPO / ".cache" / "real_videos"

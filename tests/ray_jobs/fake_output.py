@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from operators.writers import DATASET_SCHEMA, REJECTED_SCHEMA, parquet_bytes, to_table
+from operators.dataset.writer import DATASET_SCHEMA, REJECTED_SCHEMA, parquet_bytes, to_table
 
 COLORS = [(200, 40, 40), (40, 160, 60), (40, 70, 200), (220, 180, 30)]
 

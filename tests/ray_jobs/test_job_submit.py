@@ -1,6 +1,5 @@
 """The job submitted with `ray job submit` to a `ray start --head` on localhost."""
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -9,9 +8,9 @@ import pytest
 import yaml
 
 from operators.llm.config import FakeServerConfig
-from operators.llm.test_server import FakeOpenAIServer
-from ray_jobs.samples import scene_frames, write_video
-from ray_jobs.tiny_models import save_tiny_clip
+from testing.fake_server import FakeOpenAIServer
+from testing.samples import scene_frames, write_video
+from testing.tiny_models import save_tiny_clip
 from tests.ray_jobs.conftest import REPO, ray_cli, start_head_node
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

@@ -9,7 +9,6 @@ import uuid
 import pytest
 
 from operators.llm.config import FakeServerConfig
-from operators.llm.test_server import FakeOpenAIServer
 from ray_jobs.llm_actors import (
     PerActorLimiter,
     get_or_create_budget,
@@ -17,6 +16,7 @@ from ray_jobs.llm_actors import (
     limiter_for,
     start_test_server_if_enabled,
 )
+from testing.fake_server import FakeOpenAIServer
 from tests.operators.llm.conftest import llm_config
 from tests.operators.llm.test_diffsw import make_batch
 from tests.operators.llm.test_limiter import max_in_window
@@ -100,7 +100,7 @@ def test_test_server_switch():
 
 def test_captioning_stage_on_ray_data_with_the_cluster_limiter(ray_local, tmp_path):
     ray = ray_local
-    from operators.llm.diffsw import DiffCaptioner
+    from operators.captions.diffsw import DiffCaptioner
     from ray_jobs.adapter import apply_operator
 
     server = FakeOpenAIServer(FakeServerConfig(latency_s=(0.05, 0.1)))

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from ray_jobs.samples import scene_frames, write_video
+from testing.samples import scene_frames, write_video
 from tests.ray_jobs.conftest import ray_cli, sg4v, start_head_node
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

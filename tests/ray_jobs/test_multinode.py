@@ -31,8 +31,8 @@ VOLATILE = ("_t_",)
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> Path:
-    from ray_jobs.samples import write_samples
-    from ray_jobs.tiny_models import write_smoke_models
+    from testing.samples import write_samples
+    from testing.tiny_models import write_smoke_models
 
     folder = tmp_path_factory.mktemp("samples")
     write_samples(folder)

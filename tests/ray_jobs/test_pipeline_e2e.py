@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from ray_jobs.samples import SAMPLE_CAPTIONS
+from testing.samples import SAMPLE_CAPTIONS
 from tests.ray_jobs.conftest import REPO, sg4v
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

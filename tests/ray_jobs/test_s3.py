@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from ray_jobs.config import load_config
-from ray_jobs.samples import scene_frames, write_video
+from testing.samples import scene_frames, write_video
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -107,7 +107,7 @@ def read_parquet_rows(fs, folder: str) -> list[dict]:
 
 def test_job_reads_videos_from_s3_and_writes_its_output_there(s3, tmp_path):
     from ray_jobs.runner import run_pipeline
-    from ray_jobs.tiny_models import save_tiny_clip
+    from testing.tiny_models import save_tiny_clip
 
     upload_videos(s3, tmp_path)
     output = f"s3://{BUCKET}/out"

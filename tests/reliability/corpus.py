@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ray_jobs.samples import scene_frames, write_video
-from tests.media import make_audio, make_video
+from testing.media import make_audio, make_video
+from testing.samples import scene_frames, write_video
 
 TEN_HOURS_S = 36_000
 

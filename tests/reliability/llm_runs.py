@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 import yaml
 
 from operators.llm.config import FakeServerConfig
-from operators.llm.test_server import FakeOpenAIServer
-from ray_jobs.samples import scene_frames, write_video
+from testing.fake_server import FakeOpenAIServer
+from testing.samples import scene_frames, write_video
 from tests.ray_jobs.conftest import REPO
 
 # psutil is not a dependency of its own here: Ray bundles it and puts it on sys.path on import.

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ray_jobs.resume import RETRYABLE_REASONS
+from operators.dataset.resume import RETRYABLE_REASONS
 from tests.ray_jobs.conftest import sg4v
 from tests.reliability.llm_runs import (
     add_videos,

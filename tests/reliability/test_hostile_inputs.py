@@ -20,7 +20,7 @@ import pytest
 import ray
 import yaml
 
-from ray_jobs.tiny_models import save_tiny_clip
+from testing.tiny_models import save_tiny_clip
 from tests.ray_jobs.conftest import REPO
 from tests.reliability.corpus import build_corpus, write_manifest
 

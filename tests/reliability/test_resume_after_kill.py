@@ -20,9 +20,9 @@ import pytest
 
 import operators.io
 from operators.base import object_column
-from operators.writers import REJECTED_SCHEMA, WriteShards, parquet_bytes, to_table
+from operators.dataset.resume import drop_rejections, read_column_values, remove_temp_files, resume_state
+from operators.dataset.writer import REJECTED_SCHEMA, WriteShards, parquet_bytes, to_table
 from ray_jobs.exports import captioned_rows
-from ray_jobs.resume import drop_rejections, read_column_values, remove_temp_files, resume_state
 from tests.ray_jobs.conftest import sg4v
 from tests.reliability.llm_runs import (
     add_videos,

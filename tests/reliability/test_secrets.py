@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from operators.llm.config import FakeServerConfig
-from operators.llm.test_server import FakeOpenAIServer
+from testing.fake_server import FakeOpenAIServer
 from tests.ray_jobs.conftest import REPO, sg4v
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

@@ -21,8 +21,8 @@ import ray
 
 from ray_jobs.config import load_config
 from ray_jobs.runner import run_pipeline
-from ray_jobs.samples import write_samples
-from ray_jobs.tiny_models import save_tiny_clip
+from testing.samples import write_samples
+from testing.tiny_models import save_tiny_clip
 from tests.ray_jobs.conftest import sg4v
 
 # psutil is not a dependency of its own here: Ray bundles it and puts it on sys.path on import.

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from .tiny_models import save_tiny_bert, save_tiny_git, save_tiny_llava
+from testing.tiny_models import save_tiny_bert, save_tiny_git, save_tiny_llava
 
 
 @pytest.fixture(scope="session")

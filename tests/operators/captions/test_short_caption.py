@@ -12,7 +12,7 @@ from operators.captions import ShortCaption, ShortCaptionConfig, one_sentence
 from operators.captions.frames import frame_grid, uniform_indices
 from operators.models import ModelLoadError
 
-from .tiny_models import make_batch
+from testing.batches import make_batch
 
 
 def _caption(model: Path, **overrides) -> ShortCaption:

@@ -14,7 +14,7 @@ from operators.keyframes.operator import SelectKeyframes, keyframe_path, safe_vi
 from operators.keyframes.reread import read_frames_at, rotate_for_display
 from operators.keyframes.select import KeyframeConfig, select_keyframes
 from operators.video.frames import decode_image, encode_jpeg
-from tests.media import make_video, read_index
+from testing.media import make_video, read_index
 
 FPS = Fraction(30000, 1001)  # 29.97: int(fps) would drift by a frame every ~33 s
 CUTS = [(0, (200, 40, 40)), (75, (40, 200, 40)), (165, (40, 40, 200))]

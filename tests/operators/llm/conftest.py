@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from operators.llm.config import FakeServerConfig, LLMConfig
-from operators.llm.test_server import FakeOpenAIServer
+from testing.fake_server import FakeOpenAIServer
 
 
 def make_jpeg(width: int = 64, height: int = 48, color: tuple[int, int, int] = (200, 30, 30)) -> bytes:

@@ -13,7 +13,7 @@ from operators.io import open_binary
 from operators.sources import ROW_COLUMNS, ExpandShards, WebDatasetSource, list_source_rows, make_row
 from operators.sources.common import rows_to_batch
 from operators.sources.files import expand_braces
-from tests.media import make_video
+from testing.media import make_video
 
 
 def sample_meta(key: str, caption: str | None, clips=None) -> dict:

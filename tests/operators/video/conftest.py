@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.media import make_audio, make_video
+from testing.media import make_audio, make_video
 from tests.reliability.corpus import raw_avi_declaring
 
 REAL_VIDEOS = Path(__file__).resolve().parents[3] / ".cache" / "real_videos"

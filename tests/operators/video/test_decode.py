@@ -12,7 +12,7 @@ import pytest
 from operators.video import plan as planning
 from operators.video import sample
 from operators.video.sample import SampleConfig, sample_frames, select_frames
-from tests.media import frame_image, make_video, read_index
+from testing.media import frame_image, make_video, read_index
 
 
 def _encode(path: Path, times_ms: list[int], gop: int, codec: str = "libx264", **options: str) -> Path:

@@ -11,7 +11,7 @@ from operators.base import object_column
 from operators.video import probe as probe_module
 from operators.video.opening import VideoError
 from operators.video.probe import ProbeConfig, ProbeVideo, VideoInfo, clip_range, probe_video
-from tests.media import make_video
+from testing.media import make_video
 from tests.operators.video.conftest import NTSC
 
 

@@ -12,7 +12,7 @@ from operators.video.frames import decode_image
 from operators.video.opening import VideoError
 from operators.video.probe import ProbeVideo
 from operators.video.sample import TOLERANCE_S, SampleConfig, SampleFrames, sample_frames, select_frames
-from tests.media import read_index
+from testing.media import read_index
 from tests.operators.video.conftest import NTSC, VFR_TIMES_MS
 
 PERIOD = float(1 / NTSC)
@@ -50,7 +50,7 @@ def test_clip_starting_mid_file(videos):
 
 
 def test_clip_in_the_middle_of_a_gop(tmp_path):
-    from tests.media import make_video
+    from testing.media import make_video
 
     path = make_video(tmp_path / "gop.mp4", num_frames=150, fps=30, width=96, height=64, gop=60)
     frames, times = sample_frames(str(path), clip_start=2.5, clip_end=4.0)

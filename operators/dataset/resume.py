@@ -91,7 +91,7 @@ def drop_rejections(output: str, video_ids: Collection[str]) -> int:
     """
     if not video_ids:
         return 0
-    from operators.writers import parquet_bytes
+    from operators.dataset.writer import parquet_bytes
 
     wanted = sorted(set(video_ids))
     fs, files = parquet_files(output, "rejected")

@@ -31,16 +31,16 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from operators.base import Batch, Operator, Resources, is_missing, object_column, reject
-from operators.io import join, open_binary
-from operators.llm.budget import Usage
-from operators.llm.config import LLMConfig
-from operators.llm.diffsw_prompts import (
+from operators.captions.diffsw_prompts import (
     PromptSet,
     detailed_prompt,
     differential_prompt,
     parse_caption,
     summary_prompt,
 )
+from operators.io import join, open_binary
+from operators.llm.budget import Usage
+from operators.llm.config import LLMConfig
 from operators.llm.errors import LLMCallError, PermanentCallError, RetriesExhaustedError
 from operators.llm.messages import image_part, resize_for_api, text_part, user_message
 
@@ -193,7 +193,7 @@ class DiffCaptioner(Operator):
                     raise
                 self._fail(out, video_id, exc.reason, exc.detail)
             except RetriesExhaustedError as exc:
-                # The reason a rerun may overturn (ray_jobs.resume.RETRYABLE_REASONS).
+                # The reason a rerun may overturn (operators.dataset.resume.RETRYABLE_REASONS).
                 self._fail(out, video_id, "retries_exhausted", f"{exc.reason}: {exc.detail}")
             except LLMCallError as exc:
                 self._fail(out, video_id, exc.reason, exc.detail)

@@ -13,9 +13,8 @@ import pytest
 from PIL import Image
 
 from operators.base import object_column
-from operators.llm.config import PromptFiles
-from operators.llm.diffsw import DiffCaptioner
-from operators.llm.diffsw_prompts import (
+from operators.captions.diffsw import DiffCaptioner
+from operators.captions.diffsw_prompts import (
     PromptSet,
     PromptTemplateError,
     detailed_prompt,
@@ -23,6 +22,7 @@ from operators.llm.diffsw_prompts import (
     parse_caption,
     summary_prompt,
 )
+from operators.llm.config import PromptFiles
 from operators.llm.errors import PermanentCallError
 from tests.operators.llm.conftest import llm_config
 
@@ -195,7 +195,7 @@ def test_refusals_reject_the_video(start_server, tmp_path):
 
 
 def test_exhausted_retries_use_the_reason_a_rerun_retries(start_server, tmp_path):
-    from ray_jobs.resume import RETRYABLE_REASONS
+    from operators.dataset.resume import RETRYABLE_REASONS
 
     server, url = started(start_server)
     server.queue_faults(["500"] * 3)

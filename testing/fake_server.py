@@ -9,7 +9,7 @@ fails for a while), and counts everything it served (``stats``
 attribute, ``GET /stats``). Fault and latency draws hash the seed, the request body and how many
 times that body was seen, so a run is reproducible whatever the arrival order.
 
-Run alone: ``python -m operators.llm.test_server --port 8000 --rpm 60 --tpm 100000``;
+Run alone: ``python -m testing.fake_server --port 8000 --rpm 60 --tpm 100000``;
 in-process: ``url, stop = FakeOpenAIServer(config).start_in_thread()``.
 """
 
@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from operators.llm.config import FakeServerConfig
-from operators.llm.fake_chat import InvalidRequest, answer, parse_request
+from testing.fake_chat import InvalidRequest, answer, parse_request
 
 logger = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from operators.base import is_missing
+from operators.dataset.resume import read_column_values
 from operators.io import filesystem, is_local, join, local_path, write_bytes_atomic
-from ray_jobs.resume import read_column_values
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from ray_jobs.config_reference import REGENERATE, render_reference
+from operators.config_reference import REGENERATE, render_reference
 from ray_jobs.pipeline import STAGE_NAMES
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"

@@ -1,6 +1,6 @@
 """Prompt building and answer parsing of the DiffSW captioning calls: small pure functions.
 
-Templates are ``str.format`` strings, one file per call kind (``operators/llm/prompts/*.txt``
+Templates are ``str.format`` strings, one file per call kind (``operators/captions/prompts/*.txt``
 unless ``llm.prompts.<kind>`` names another file). The fields each kind may use:
 
 - ``detailed`` (keyframe 0): ``frame_index``, ``timestamp``;
@@ -58,7 +58,7 @@ def load_template(kind: str, path: str | None = None) -> str:
     """The template of ``kind``: the file at ``path`` (local or any fsspec URI), else the
     built-in one. Raises ``PromptTemplateError`` naming the key."""
     if path is None:
-        text = resources.files("operators.llm.prompts").joinpath(f"{kind}.txt").read_text("utf-8")
+        text = resources.files("operators.captions.prompts").joinpath(f"{kind}.txt").read_text("utf-8")
         return _check(kind, text, "built-in")
     from operators.io import open_binary
 

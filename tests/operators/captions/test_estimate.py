@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from operators.llm.diffsw_prompts import PromptSet
+from operators.captions.diffsw_prompts import PromptSet
+from operators.captions.estimate import estimate_from_keyframe_counts, render_estimate, sent_size
 from operators.llm.tokens import estimate_text_tokens_fallback
-from ray_jobs.estimate import estimate_from_keyframe_counts, render_estimate, sent_size
 from tests.operators.llm.conftest import llm_config
 
 

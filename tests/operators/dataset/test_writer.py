@@ -2,7 +2,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from operators.base import object_column
-from operators.writers import DATASET_SCHEMA, REJECTED_SCHEMA, WriteShards
+from operators.dataset.writer import DATASET_SCHEMA, REJECTED_SCHEMA, WriteShards
 
 
 def batch():

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 # One drawing of the frame index for the package's samples and the tests.
-from ray_jobs.samples import INDEX_BITS as BITS  # noqa: E402
-from ray_jobs.samples import frame_image, read_index  # noqa: E402
+from testing.samples import INDEX_BITS as BITS  # noqa: E402
+from testing.samples import frame_image, read_index  # noqa: E402
 
 __all__ = ["BITS", "frame_image", "read_index", "make_video", "make_audio"]
 

@@ -1,6 +1,6 @@
 """docs/configuration.md, generated from the config models so that it cannot drift from them.
 
-    python -m ray_jobs.config_reference > docs/configuration.md
+    python -m operators.config_reference > docs/configuration.md
 
 Walks ``PipelineConfig`` field by field (name, type, default, description). A nested model is
 a section of its own; a union of models told apart by ``kind`` (the input sources) gets one
@@ -20,7 +20,7 @@ from pydantic_core import PydanticUndefined
 
 from ray_jobs.config import PipelineConfig
 
-REGENERATE = "python -m ray_jobs.config_reference > docs/configuration.md"
+REGENERATE = "python -m operators.config_reference > docs/configuration.md"
 
 HEADER = f"""# Configuration reference
 
@@ -163,14 +163,14 @@ def render_model(path: str, model: type[BaseModel], level: int, description: str
 
 def stage_resources_table() -> list[str]:
     """Each stage's declared resources with the default config (what `stages.<name>` overrides)."""
-    from operators.writers import WriteShards
+    from operators.dataset.writer import WriteShards
     from ray_jobs.adapter import uses_actors
     from ray_jobs.pipeline import build_operators
 
     config = PipelineConfig.model_validate({
         "input": [{"kind": "folder", "path": "videos"}, {"kind": "webdataset", "shards": "s.tar"}],
         "output": "out"})
-    from operators.llm.diffsw import DiffCaptioner
+    from operators.captions.diffsw import DiffCaptioner
 
     # The API stage joins the list only with the run's limiter actors; its declared defaults
     # are the same without them.

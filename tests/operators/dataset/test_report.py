@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ray_jobs.report import dataset_summary, relative_root, write_report
+from operators.dataset.report import dataset_summary, relative_root, write_report
 from tests.ray_jobs.fake_output import REJECTED, UNCAPTIONED, VIDEOS, write_output
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")

@@ -23,9 +23,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from operators.captions.diffsw_prompts import PromptSet, detailed_prompt, differential_prompt, summary_prompt
 from operators.llm.budget import call_cost
 from operators.llm.config import LLMConfig
-from operators.llm.diffsw_prompts import PromptSet, detailed_prompt, differential_prompt, summary_prompt
 from operators.llm.tokens import TOKENS_PER_MESSAGE, TOKENS_PER_REPLY, image_tokens, text_counter
 
 TYPICAL_CAPTION_TOKENS = 150
