@@ -10,8 +10,9 @@ batches overlapped). N is sized from the tokens one video really costs (a probe 
 second server, no latency) so the cluster run's steady state lasts at least ``--minutes``.
 Three runs on the same server:
 
-  cluster    one limiter actor for the whole run (``llm.rate_limit_scope: cluster``)
-  per_actor  each actor paced at limit / 4 (as Ray's HTTP stage paces), fresh output and cache
+  cluster    one limiter actor for the whole run (``ray_jobs.services``)
+  per_actor  each actor paced at limit / 4 (as Ray's HTTP stage paces; bench/per_actor_limiter.py),
+             fresh output and cache
   rerun      the cluster run again on its output: every answer from the cache
 
 Throughput is what the server counted against its limits (prompt + completion tokens of every
@@ -42,14 +43,16 @@ from typing import Any
 
 import numpy as np
 from machine import cpu_name  # noqa: E402  (bench/ is on sys.path when run as a script)
+from per_actor_limiter import PerActorLimiter  # noqa: E402  (bench/ is on sys.path as the script dir)
 
 from operators.base import Resources, object_column  # noqa: E402
 from operators.captions.diffsw import DiffCaptioner  # noqa: E402
 from operators.captions.estimate import estimate_from_keyframe_counts  # noqa: E402
-from operators.llm.config import FakeServerConfig, LLMConfig  # noqa: E402
+from operators.llm.config import LLMConfig  # noqa: E402
 from ray_jobs.adapter import apply_operator  # noqa: E402
-from ray_jobs.llm_actors import get_or_create_budget, limiter_for, new_run_id  # noqa: E402
+from ray_jobs.services import get_or_create_budget, get_or_create_limiter, new_run_id  # noqa: E402
 from testing.fake_server import FakeOpenAIServer  # noqa: E402
+from testing.fake_server_config import FakeServerConfig  # noqa: E402
 
 RPM, TPM, WINDOW_S = 600, 200_000, 60.0
 ACTORS, KEYFRAMES, SIZE = 4, 4, (512, 288)
@@ -91,8 +94,8 @@ def llm_config(url: str, scope: str) -> LLMConfig:
         detail="high",
         image_longest_side=max(SIZE),
         concurrency_per_actor=16,
-        rate_limit_scope=scope,  # type: ignore[arg-type]
         token_accounting="usage",  # the test server counts what responses report
+        prices={"fake-vlm": FakeServerConfig().price},
     )
 
 
@@ -104,7 +107,7 @@ def run_job(url: str, scope: str, output: Path, rows: list[dict[str, Any]]) -> t
     op = DiffCaptioner(
         config,
         output=str(output),
-        limiter=limiter_for(config, run_id, ACTORS),
+        limiter=PerActorLimiter(config, ACTORS) if scope == "per_actor" else get_or_create_limiter(config, run_id),
         budget=get_or_create_budget(config, run_id),
     )
     op.resources = Resources(

@@ -29,6 +29,20 @@ Batch = dict[str, np.ndarray]
 REJECT_COLUMNS: tuple[str, ...] = ("reject_stage", "reject_reason", "reject_detail")
 
 
+class RowRejected(Exception):
+    """One row cannot be used: the stage rejects it with ``reason`` (and ``detail``).
+
+    The one exception an operator raises for a problem of the input (a broken file, a video
+    without keyframes); never for a bug or bad config. :meth:`Operator.map_rows` turns it into
+    the row's ``reject_*`` columns under the stage's name.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
 @dataclass(frozen=True)
 class Resources:
     """What one worker of an operator needs, and how many workers may run.
@@ -79,6 +93,39 @@ class Operator:
     def __call__(self, batch: Batch) -> Batch:  # pragma: no cover - interface
         raise NotImplementedError
 
+    #: Run-time handles the runner binds before the run (shared services such as the API
+    #: limiter); the pipeline list builds the operator without them.
+    run_handles: ClassVar[tuple[str, ...]] = ()
+
+    def bind(self, **handles: Any) -> None:
+        """Attach the run-time handles this operator declares in ``run_handles``."""
+        unknown = set(handles) - set(self.run_handles)
+        if unknown:
+            raise TypeError(f"{self.name} takes no run-time handle {sorted(unknown)}")
+        for key, value in handles.items():
+            setattr(self, key, value)
+
+    def map_rows(self, batch: Batch, row: Callable[[int], Mapping[str, Any]],
+                 columns: Sequence[str] | None = None) -> Batch:
+        """The per-row loop of a stage: ``row(i)`` returns row ``i``'s values of ``columns``
+        (default: ``output_columns``) or raises :class:`RowRejected`, which rejects that row
+        under this stage's name; the values land in ``batch`` as object columns."""
+        columns = tuple(self.output_columns if columns is None else columns)
+        n = batch_size_of(batch)
+        values: dict[str, list[Any]] = {c: [None] * n for c in columns}
+        for i in range(n):
+            try:
+                produced = row(i)
+            except RowRejected as exc:
+                logger.info("%s rejected row %d: %s", self.name, i, exc)
+                reject(batch, i, self.name, exc.reason, exc.detail)
+                continue
+            for column, value in produced.items():
+                values[column][i] = value
+        for column, column_values in values.items():
+            batch[column] = object_column(column_values)
+        return batch
+
 
 def batch_size_of(batch: Mapping[str, Sequence[Any]]) -> int:
     for values in batch.values():
@@ -105,9 +152,26 @@ def reject(batch: Batch, index: int, stage: str, reason: str, detail: str = "") 
 
 
 def is_missing(value: Any) -> bool:
-    """None, an empty string, or NaN (how an all-null Arrow column arrives in numpy)."""
-    return value is None or (isinstance(value, str) and value == "") or (
+    """None, a blank string, or NaN (how an all-null Arrow or pandas column arrives)."""
+    return value is None or (isinstance(value, str) and not value.strip()) or (
         isinstance(value, (float, np.floating)) and np.isnan(value))
+
+
+def cell(batch: Mapping[str, Any], column: str, i: int) -> Any:
+    """Row ``i`` of ``column``, or None when the column is absent or the value missing
+    (:func:`is_missing`). The one way operators read an optional value."""
+    values = batch.get(column)
+    if values is None:
+        return None
+    value = values[i]
+    return None if is_missing(value) else value
+
+
+def as_list(value: Any) -> list[Any]:
+    """A list column's value as a list: ``[]`` when missing, numpy arrays and tuples listed."""
+    if value is None or is_missing(value):
+        return []
+    return list(value)
 
 
 def live_mask(batch: Batch) -> np.ndarray:

@@ -5,27 +5,29 @@
 Walks ``PipelineConfig`` field by field (name, type, default, description). A nested model is
 a section of its own; a union of models told apart by ``kind`` (the input sources) gets one
 subsection per kind; ``dict[str, Model]`` (``stages``) is documented as ``stages.<name>``.
-The default resources of every stage come from the operators themselves.
+The default resources of every stage come from the operators themselves; the job passes them
+in (:class:`StageDoc`), so this module knows nothing of the job.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import types
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from ray_jobs.config import PipelineConfig
+from operators.base import Resources
 
-REGENERATE = "python -m operators.config_reference > docs/configuration.md"
+REGENERATE = "sg4v config-reference > docs/configuration.md"
 
 HEADER = f"""# Configuration reference
 
 <!-- Generated from the config models by `{REGENERATE}`. Do not edit by hand:
-     tests/ray_jobs/test_config_reference.py fails when this file and the models differ. -->
+     tests/operators/test_config_reference.py fails when this file and the models differ. -->
 
 A config is a YAML file validated before Ray starts: an unknown key or a wrong type stops the
 run with exit status 2 and a message naming the key (`frames.every_s: Input should be a valid
@@ -161,48 +163,49 @@ def render_model(path: str, model: type[BaseModel], level: int, description: str
     return lines
 
 
-def stage_resources_table() -> list[str]:
-    """Each stage's declared resources with the default config (what `stages.<name>` overrides)."""
-    from operators.dataset.writer import WriteShards
-    from ray_jobs.adapter import uses_actors
-    from ray_jobs.pipeline import build_operators
+@dataclass(frozen=True)
+class StageDoc:
+    """One stage as the reference shows it: its name, the config section and ``steps`` switch
+    that drive it, and what it asks Ray for with the default config."""
 
-    config = PipelineConfig.model_validate({
-        "input": [{"kind": "folder", "path": "videos"}, {"kind": "webdataset", "shards": "s.tar"}],
-        "output": "out"})
-    from operators.captions.diffsw import DiffCaptioner
+    name: str
+    section: str | None
+    step: str | None
+    pool: str  # "actors" or "tasks"
+    resources: Resources
 
-    # The API stage joins the list only with the run's limiter actors; its declared defaults
-    # are the same without them.
-    ops = [*build_operators(config), DiffCaptioner(config.llm, output=config.output),
-           WriteShards(config.writer, output=config.output)]
+
+def stage_resources_table(stages: Sequence[StageDoc]) -> list[str]:
+    """Each stage's names and declared resources with the default config."""
     lines = [
-        "## Stage resources (defaults)",
+        "## Stages (names and default resources)",
+        "",
+        "One name per stage: the name below is the key under `stages:`, the `stage` of a",
+        "rejection in `rejected/`, and the key in `stats.json`. The config section that",
+        "configures the stage and the `steps` switch that turns it on are listed beside it.",
         "",
         "What each stage asks Ray for with the default config; `stages.<name>.*` overrides any of",
         "them. \"actors\" stages run as an actor pool whose size the autoscaler moves between the",
         "concurrency bounds; \"tasks\" stages run as Ray tasks (concurrency: unbounded unless set).",
         "",
-        "| stage | pool | num_cpus | num_gpus | concurrency | batch_size |",
-        "|---|---|---:|---:|---|---:|",
+        "| stage | section | step | pool | num_cpus | num_gpus | concurrency | batch_size |",
+        "|---|---|---|---|---:|---:|---|---:|",
     ]
-    for op in ops:
-        res = op.resources
-        pool = "actors" if uses_actors(op, res) else "tasks"
-        low_high = list(res.concurrency) if res.concurrency else ([1, 1] if pool == "actors" else "-")
-        lines.append(f"| `{op.name}` | {pool} | {res.num_cpus:g} | {res.num_gpus:g} | "
-                     f"`{json.dumps(low_high) if low_high != '-' else '-'}` | {res.batch_size} |")
+    for stage in stages:
+        res = stage.resources
+        low_high = list(res.concurrency) if res.concurrency else ([1, 1] if stage.pool == "actors" else "-")
+        section = f"`{stage.section}`" if stage.section else "-"
+        step = f"`steps.{stage.step}`" if stage.step else "-"
+        lines.append(f"| `{stage.name}` | {section} | {step} | {stage.pool} | {res.num_cpus:g} | "
+                     f"{res.num_gpus:g} | `{json.dumps(low_high) if low_high != '-' else '-'}` | "
+                     f"{res.batch_size} |")
     lines.append("")
     return lines
 
 
-def render_reference() -> str:
+def render_reference(config_model: type[BaseModel], stages: Sequence[StageDoc]) -> str:
     """The whole of docs/configuration.md."""
     lines = [HEADER]
-    lines += render_model("", PipelineConfig, 2)
-    lines += stage_resources_table()
+    lines += render_model("", config_model, 2)
+    lines += stage_resources_table(stages)
     return "\n".join(lines).rstrip() + "\n"
-
-
-if __name__ == "__main__":
-    sys.stdout.write(render_reference())

@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="write a static HTML report of an output")
     report.add_argument("output", help="the run's output directory or URI")
     report.add_argument("--dest", help="where to write (default: OUTPUT/report)")
+    sub.add_parser("config-reference",
+                   help="print docs/configuration.md (every config key and stage, from the code)")
     samples = sub.add_parser(
         "samples", help="write sample videos, bad inputs, a manifest and tiny models for a smoke run")
     samples.add_argument("directory")
@@ -138,6 +140,13 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command in ("export", "report"):
         return export_or_report(args)
+    if args.command == "config-reference":
+        from operators.config_reference import render_reference
+        from ray_jobs.config import PipelineConfig
+        from ray_jobs.pipeline import stage_docs
+
+        sys.stdout.write(render_reference(PipelineConfig, stage_docs()))
+        return 0
     if args.command == "samples":
         from pathlib import Path
 

@@ -27,6 +27,7 @@ from operators.sources import SourceConfig
 from operators.video.duration_filter import DurationFilterConfig
 from operators.video.probe import ProbeConfig
 from operators.video.sample import SampleConfig
+from testing.fake_server_config import FakeServerConfig
 
 
 class ConfigError(ValueError):
@@ -115,6 +116,10 @@ class PipelineConfig(StrictModel):
     llm: LLMConfig = Field(
         default_factory=LLMConfig, description="The vision-language API for captions (steps 4-5).")
     writer: WriterConfig = Field(default_factory=WriterConfig, description="Output files.")
+    test_server: FakeServerConfig = Field(
+        default_factory=FakeServerConfig,
+        description="The local OpenAI-compatible test server, for smoke runs and tests: when "
+        "enabled, the run starts it and sends every API call to it.")
     stages: dict[str, StageOverride] = Field(
         default_factory=dict, description="Resources per stage name, e.g. stages.probe.batch_size.")
 

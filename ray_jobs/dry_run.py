@@ -16,8 +16,8 @@ import numpy as np
 from operators.base import is_missing
 from ray_jobs.adapter import apply_operator
 from ray_jobs.config import PipelineConfig
-from ray_jobs.pipeline import build_operators
-from ray_jobs.runner import check_capacity, collect_rows, init_ray, input_blocks
+from ray_jobs.pipeline import build_pipeline
+from ray_jobs.runner import check_capacity, collect_rows, init_ray, input_blocks, set_execution_options
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def run_until(config: PipelineConfig, last_stage: str, sample: int | None, colum
     """
     import ray.data
 
-    ops = [op for op in build_operators(config) if op.name not in skip]
+    ops = [op for op in build_pipeline(config) if op.name not in skip]
     names = [op.name for op in ops]
     if last_stage not in names:
         raise ValueError(f"stage {last_stage} is not enabled in this config (stages: {', '.join(names)})")
@@ -48,6 +48,7 @@ def run_until(config: PipelineConfig, last_stage: str, sample: int | None, colum
     if not rows:
         return [], 0, len(listed)
     init_ray(config)
+    set_execution_options(config)
     check_capacity(config, ops)
     ds = ray.data.from_items(rows, override_num_blocks=input_blocks(len(rows)))
     for op in ops:

@@ -1,11 +1,16 @@
 """The pipeline as a plain list of operators: config in, stages out.
 
-This file says which operator runs in which order and which config section drives it; it holds
-no logic of its own. Stages a run does not enable are simply not in the list.
+``STAGES`` is the one table of the stages, in pipeline order: each stage's operator class (whose
+``name`` is what ``stages.<name>``, rejections, ``stats.json`` and the docs use), the config
+section that configures it, the ``steps`` switch that turns it on, and how it is built.
+``build_pipeline(config)`` returns every enabled stage, the API stage and the writer included;
+run-time handles (the API stage's limiter and budget) are bound by the runner afterwards.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 
 from operators.base import Operator
@@ -13,6 +18,7 @@ from operators.captions.diffsw import DiffCaptioner
 from operators.captions.short_caption import ShortCaption
 from operators.captions.text_embed import TextEmbed
 from operators.dataset.resume import dedup_resume_state
+from operators.dataset.writer import WriteShards
 from operators.dedup.operator import SemanticDedup
 from operators.keyframes.clip_encoder import ClipEncode
 from operators.keyframes.operator import SelectKeyframes
@@ -21,48 +27,74 @@ from operators.video.duration_filter import DurationFilter
 from operators.video.probe import ProbeVideo
 from operators.video.sample import SampleFrames
 from ray_jobs.config import PipelineConfig
-from ray_jobs.services import LLMServices
 
-#: Every stage name, in pipeline order (also the keys accepted under ``stages:``).
-STAGE_NAMES: tuple[str, ...] = (
-    "expand_shards",
-    "probe",
-    "duration_filter",
-    "sample_frames",
-    "short_caption",
-    "text_embed",
-    "semantic_dedup",
-    "clip_encode",
-    "select_keyframes",
-    "diff_caption",
-    "write",
+
+@dataclass(frozen=True)
+class Stage:
+    """One row of :data:`STAGES`."""
+
+    operator: type[Operator]
+    #: The config section that configures the stage (``None``: the stage has none of its own).
+    section: str | None
+    #: The ``steps.<step>`` switch that turns the stage on (``None``: always on).
+    step: str | None
+    build: Callable[[PipelineConfig], Operator | None]
+
+    @property
+    def name(self) -> str:
+        return self.operator.name
+
+
+def _expand_shards(config: PipelineConfig) -> Operator | None:
+    shard_sources = [s for s in config.input if needs_shard_expansion(s)]
+    return ExpandShards(shard_sources[0]) if shard_sources else None
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage(ExpandShards, "input", None, _expand_shards),
+    Stage(ProbeVideo, "probe", None, lambda c: ProbeVideo(c.probe)),
+    Stage(DurationFilter, "filter", None, lambda c: DurationFilter(c.filter)),
+    Stage(SampleFrames, "frames", None, lambda c: SampleFrames(c.frames)),
+    Stage(ShortCaption, "short_caption", "short_caption", lambda c: ShortCaption(c.short_caption)),
+    Stage(TextEmbed, "embed", "dedup", lambda c: TextEmbed(c.embed)),
+    Stage(SemanticDedup, "dedup", "dedup",
+          lambda c: SemanticDedup(c.dedup, resume=partial(dedup_resume_state, c.output))),
+    Stage(ClipEncode, "clip", "keyframes", lambda c: ClipEncode(c.clip)),
+    Stage(SelectKeyframes, "keyframes", "keyframes",
+          lambda c: SelectKeyframes(c.keyframes, output_dir=c.output)),
+    Stage(DiffCaptioner, "llm", "captions", lambda c: DiffCaptioner(c.llm, output=c.output)),
+    Stage(WriteShards, "writer", None, lambda c: WriteShards(c.writer, output=c.output)),
 )
 
+#: Every stage name, in pipeline order (also the keys accepted under ``stages:``).
+STAGE_NAMES: tuple[str, ...] = tuple(stage.name for stage in STAGES)
 
-def build_operators(config: PipelineConfig, llm: LLMServices | None = None) -> list[Operator]:
-    """The stages between the sources and the writer, in order. ``llm`` carries the run's
-    shared limiter and budget; without it the API stage is left out (dry runs)."""
+
+def build_pipeline(config: PipelineConfig) -> list[Operator]:
+    """Every stage this config enables, in order, from the sources' first stage to the writer."""
     ops: list[Operator] = []
-    shard_sources = [s for s in config.input if needs_shard_expansion(s)]
-    if shard_sources:
-        ops.append(ExpandShards(shard_sources[0]))
-    ops += [
-        ProbeVideo(config.probe),
-        DurationFilter(config.filter),
-        SampleFrames(config.frames),
-    ]
-    if config.steps.short_caption:
-        ops.append(ShortCaption(config.short_caption))
-    if config.steps.dedup:
-        ops += [
-            TextEmbed(config.embed),
-            SemanticDedup(config.dedup, resume=partial(dedup_resume_state, config.output)),
-        ]
-    if config.steps.keyframes:
-        ops += [
-            ClipEncode(config.clip),
-            SelectKeyframes(config.keyframes, output_dir=config.output),
-        ]
-    if config.steps.captions and llm is not None:
-        ops.append(DiffCaptioner(llm.llm, output=config.output, limiter=llm.limiter, budget=llm.budget))
+    for stage in STAGES:
+        if stage.step is not None and not getattr(config.steps, stage.step):
+            continue
+        op = stage.build(config)
+        if op is not None:
+            ops.append(op)
     return ops
+
+
+def stage_docs() -> list:
+    """Every stage with its names and default resources, for docs/configuration.md."""
+    from operators.config_reference import StageDoc
+    from ray_jobs.adapter import uses_actors
+
+    # A config in which every stage is built: all steps on, a shard source for expand_shards.
+    config = PipelineConfig.model_validate({
+        "input": [{"kind": "folder", "path": "videos"}, {"kind": "webdataset", "shards": "s.tar"}],
+        "output": "out"})
+    docs = []
+    for stage in STAGES:
+        op = stage.build(config)
+        assert op is not None, stage.name
+        pool = "actors" if uses_actors(op, op.resources) else "tasks"
+        docs.append(StageDoc(stage.name, stage.section, stage.step, pool, op.resources))
+    return docs

@@ -12,14 +12,13 @@ from typing import Any
 
 from operators.base import is_missing
 from operators.dataset.resume import drop_rejections, remove_temp_files, resume_state
-from operators.dataset.writer import WriteShards
 from operators.io import filesystem, join, write_bytes_atomic
 from operators.sources import list_source_rows
 from ray_jobs.adapter import apply_operator, capacity_problems, resolve_resources
 from ray_jobs.config import ConfigError, PipelineConfig, resolved_yaml
 from ray_jobs.exports import export_sharegpt4video
-from ray_jobs.pipeline import build_operators
-from ray_jobs.services import check_api_key, start_llm_services
+from ray_jobs.pipeline import build_pipeline
+from ray_jobs.services import LLMServices, check_api_key, start_llm_services
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +132,16 @@ def set_execution_options(config: PipelineConfig) -> None:
     ray.data.DataContext.get_current().execution_options.preserve_order = preserve
 
 
+def bind_services(ops: list, services: LLMServices | None) -> list:
+    """Bind the run's shared services to the stages that declare them (``run_handles``)."""
+    if services is None:
+        return ops
+    for op in ops:
+        if "limiter" in op.run_handles:
+            op.bind(limiter=services.limiter, budget=services.budget)
+    return ops
+
+
 def prepare_output(config: PipelineConfig) -> None:
     fs, path = filesystem(config.output)
     fs.makedirs(path, exist_ok=True)
@@ -167,7 +176,11 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
         services = start_llm_services(config)
         try:
             ds = ray.data.from_items(rows, override_num_blocks=input_blocks(len(rows)))
-            ops = [*build_operators(config, services), WriteShards(config.writer, output=config.output)]
+            if services is not None:
+                # The API stage talks to the endpoint the services point at (the local test
+                # server, in a smoke run).
+                config = config.model_copy(update={"llm": services.llm})
+            ops = bind_services(build_pipeline(config), services)
             check_capacity(config, ops)
             for op in ops:
                 ds = apply_operator(ds, op, config.stages.get(op.name))

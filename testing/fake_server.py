@@ -28,8 +28,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from operators.llm.config import FakeServerConfig
 from testing.fake_chat import InvalidRequest, answer, parse_request
+from testing.fake_server_config import FakeServerConfig
 
 logger = logging.getLogger(__name__)
 

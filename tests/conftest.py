@@ -13,7 +13,11 @@ import os
 import secrets
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 _TOKEN_DIR: Path | None = None
 
@@ -34,3 +38,22 @@ def pytest_configure(config) -> None:
 def pytest_unconfigure(config) -> None:
     if _TOKEN_DIR is not None:
         shutil.rmtree(_TOKEN_DIR, ignore_errors=True)
+
+
+@pytest.fixture
+def start_server() -> Iterator[Callable[..., tuple[Any, str]]]:
+    """Starts local OpenAI-compatible test servers (``testing.fake_server``); stops them after."""
+    from testing.fake_server import FakeOpenAIServer
+    from testing.fake_server_config import FakeServerConfig
+
+    stops: list[Callable[[], None]] = []
+
+    def start(required_api_key: str | None = None, **settings: Any) -> tuple[Any, str]:
+        server = FakeOpenAIServer(FakeServerConfig(**settings), required_api_key=required_api_key)
+        url, stop = server.start_in_thread()
+        stops.append(stop)
+        return server, url
+
+    yield start
+    for stop in stops:
+        stop()

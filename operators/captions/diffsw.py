@@ -30,7 +30,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from operators.base import Batch, Operator, Resources, is_missing, object_column, reject
+from operators.base import Batch, Operator, Resources, RowRejected, as_list, object_column, reject
 from operators.captions.diffsw_prompts import (
     PromptSet,
     detailed_prompt,
@@ -41,19 +41,15 @@ from operators.captions.diffsw_prompts import (
 from operators.io import join, open_binary
 from operators.llm.budget import Usage
 from operators.llm.config import LLMConfig
-from operators.llm.errors import LLMCallError, PermanentCallError, RetriesExhaustedError
+from operators.llm.errors import (
+    BudgetExceededError,
+    LLMCallError,
+    PermanentCallError,
+    RetriesExhaustedError,
+)
 from operators.llm.messages import image_part, resize_for_api, text_part, user_message
 
 logger = logging.getLogger(__name__)
-
-STAGE = "caption"
-
-
-class _VideoError(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail = reason, detail
-
 
 @dataclass
 class VideoCaptions:
@@ -85,6 +81,8 @@ class DiffCaptioner(Operator):
     """
 
     name: ClassVar[str] = "diff_caption"
+    #: The run's cluster-wide limiter and budget (``ray_jobs.services``), bound by the runner.
+    run_handles: ClassVar[tuple[str, ...]] = ("limiter", "budget")
     input_columns: ClassVar[tuple[str, ...]] = ("video_id", "keyframe_paths", "keyframe_timestamps")
     output_columns: ClassVar[tuple[str, ...]] = ("captions", "summary", "usage")
     stateful: ClassVar[bool] = True
@@ -155,7 +153,7 @@ class DiffCaptioner(Operator):
             columns["summary"].append(result.summary)
             columns["usage"].append(result.usage.as_dict())
             if result.reason is not None:
-                reject(batch, i, STAGE, result.reason, result.detail)
+                reject(batch, i, self.name, result.reason, result.detail)
         for column, values in columns.items():
             batch[column] = object_column(values)
         return batch
@@ -183,21 +181,22 @@ class DiffCaptioner(Operator):
                     spent = await _maybe_await(self._client.budget.spent())
                     limit = self.config.budget_usd
                     return VideoCaptions(
-                        reason="budget", detail=f"llm.budget_usd={limit} reached (${spent:.4f} spent)"
+                        reason=BudgetExceededError.REJECT_REASON,
+                        detail=f"llm.budget_usd={limit} reached (${spent:.4f} spent)"
                     )
-                paths = _as_list(batch["keyframe_paths"][i])
-                times = [float(t) for t in _as_list(batch["keyframe_timestamps"][i])]
+                paths = as_list(batch["keyframe_paths"][i])
+                times = [float(t) for t in as_list(batch["keyframe_timestamps"][i])]
                 out.captions, out.summary = await self._caption_video(paths, times, out.usage)
             except PermanentCallError as exc:
                 if exc.fatal:
                     raise
                 self._fail(out, video_id, exc.reason, exc.detail)
             except RetriesExhaustedError as exc:
-                # The reason a rerun may overturn (operators.dataset.resume.RETRYABLE_REASONS).
-                self._fail(out, video_id, "retries_exhausted", f"{exc.reason}: {exc.detail}")
+                # A reason a rerun may overturn (operators.llm.errors.RETRYABLE_REASONS).
+                self._fail(out, video_id, exc.REJECT_REASON, f"{exc.reason}: {exc.detail}")
             except LLMCallError as exc:
                 self._fail(out, video_id, exc.reason, exc.detail)
-            except _VideoError as exc:
+            except RowRejected as exc:
                 self._fail(out, video_id, exc.reason, exc.detail)
         return out
 
@@ -212,9 +211,9 @@ class DiffCaptioner(Operator):
         self, paths: list[str], times: list[float], usage: Usage
     ) -> tuple[list[dict[str, Any]], str]:
         if not paths:
-            raise _VideoError("no_keyframes", "the video has no keyframes")
+            raise RowRejected("no_keyframes", "the video has no keyframes")
         if len(times) != len(paths):
-            raise _VideoError("bad_keyframes", f"{len(paths)} keyframe paths, {len(times)} timestamps")
+            raise RowRejected("bad_keyframes", f"{len(paths)} keyframe paths, {len(times)} timestamps")
         c, p = self.config, self.prompts
         captions: list[dict[str, Any]] = []
         previous: bytes | None = None
@@ -254,15 +253,9 @@ class DiffCaptioner(Operator):
         try:
             return await asyncio.to_thread(read)
         except FileNotFoundError:
-            raise _VideoError("missing_keyframe", f"{uri} does not exist") from None
+            raise RowRejected("missing_keyframe", f"{uri} does not exist") from None
         except OSError as exc:  # unreadable or not an image (PIL raises OSError subclasses)
-            raise _VideoError("bad_keyframe", f"{uri}: {type(exc).__name__}: {exc}") from None
-
-
-def _as_list(value: Any) -> list[Any]:
-    if value is None or (not hasattr(value, "__len__") and is_missing(value)):
-        return []
-    return list(value)
+            raise RowRejected("bad_keyframe", f"{uri}: {type(exc).__name__}: {exc}") from None
 
 
 async def _maybe_await(value: Any) -> Any:

@@ -20,11 +20,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from operators.io import filesystem, join, write_bytes_atomic
+from operators.llm.errors import RETRYABLE_REASONS
 
 logger = logging.getLogger(__name__)
 
-#: Rejection reasons that a later run may overturn; those videos are processed again.
-RETRYABLE_REASONS = frozenset({"budget", "retries_exhausted", "rate_limited", "api_unavailable"})
 #: Prefix of the names files are written under before the rename that makes them visible.
 TEMP_PREFIX = ".tmp-"
 #: Folders whose files a rerun reads (and cleans of leftover temporary files).

@@ -7,11 +7,11 @@ import io
 import logging
 import re
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
-from operators.base import Batch, Operator, Resources, object_column, reject
+from operators.base import Batch, Operator, Resources, RowRejected, cell
 from operators.io import join, write_bytes_atomic
 from operators.keyframes.select import KeyframeConfig, select_keyframes
 from operators.video.frames import decode_image, encode_jpeg
@@ -91,7 +91,6 @@ class SelectKeyframes(Operator):
     )
     output_columns: ClassVar[tuple[str, ...]] = ("keyframe_indices", "keyframe_timestamps", "keyframe_paths")
     stateful: ClassVar[bool] = False
-    stage: ClassVar[str] = "keyframes"
 
     def __init__(
         self,
@@ -109,19 +108,7 @@ class SelectKeyframes(Operator):
     def __call__(self, batch: Batch) -> Batch:
         if not self.output_dir:
             raise ValueError("SelectKeyframes needs output_dir (the job's output root)")
-        n = len(batch["video_id"])
-        columns: dict[str, list[Any]] = {c: [None] * n for c in self.output_columns}
-        for i in range(n):
-            try:
-                result = self._one(batch, i)
-            except _RowError as exc:
-                reject(batch, i, self.stage, exc.reason, exc.detail)
-                continue
-            for column, value in zip(self.output_columns, result, strict=True):
-                columns[column][i] = value
-        for column, values in columns.items():
-            batch[column] = object_column(values)
-        return batch
+        return self.map_rows(batch, lambda i: dict(zip(self.output_columns, self._one(batch, i), strict=True)))
 
     def _one(self, batch: Batch, i: int) -> tuple[list[int], list[float], list[str]]:
         video_id = str(batch["video_id"][i])
@@ -130,9 +117,9 @@ class SelectKeyframes(Operator):
         embeddings = batch["frame_embeddings"][i]
         embeddings = np.asarray(list(embeddings) if embeddings is not None else [], dtype=np.float32)
         if not frames:
-            raise _RowError("no_frames", "no sampled frames to choose keyframes from")
+            raise RowRejected("no_frames", "no sampled frames to choose keyframes from")
         if embeddings.ndim != 2 or len(embeddings) != len(frames) or len(timestamps) != len(frames):
-            raise _RowError(
+            raise RowRejected(
                 "bad_embeddings",
                 f"{len(frames)} frames, {len(timestamps)} timestamps, embeddings of shape {embeddings.shape}",
             )
@@ -147,7 +134,7 @@ class SelectKeyframes(Operator):
     def _images(self, batch: Batch, i: int, jpegs: Sequence[bytes], times: Sequence[float]) -> list[bytes]:
         config = self.config
         sampled_longest = max(jpeg_size(bytes(jpegs[0])))
-        source_longest = max(_int(batch["width"][i]), _int(batch["height"][i]))
+        source_longest = max(_int(batch, "width", i), _int(batch, "height", i))
         reread = config.reread == "always" or (
             config.reread == "auto"
             and sampled_longest < config.image_longest_side
@@ -170,30 +157,23 @@ class SelectKeyframes(Operator):
         clip_start = batch["clip_start"][i]
         offset = float(clip_start) if clip_start is not None and not np.isnan(clip_start) else 0.0
         try:
-            shown = (_int(batch["width"][i]), _int(batch["height"][i]))
+            shown = (_int(batch, "width", i), _int(batch, "height", i))
             frames = read_frames_at(
                 uri,
                 [offset + t for t in times],
                 self.config.image_longest_side,
-                _int(batch["rotation"][i]),
+                _int(batch, "rotation", i),
                 display_size=shown if min(shown) > 0 else None,
             )
         except Exception as exc:  # unreadable source: this row's problem
-            raise _RowError("reread_failed", f"{uri}: {type(exc).__name__}: {exc}") from exc
+            raise RowRejected("reread_failed", f"{uri}: {type(exc).__name__}: {exc}") from exc
         return [encode_jpeg(rgb, quality=self.config.jpeg_quality) for rgb in frames]
 
 
-class _RowError(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail = reason, detail
-
-
-def _int(value: Any) -> int:
-    try:
-        return 0 if value is None or np.isnan(float(value)) else int(value)
-    except (TypeError, ValueError):
-        return 0
+def _int(batch: Batch, column: str, i: int) -> int:
+    """An integer cell (width, height, rotation); 0 when the probe left it missing."""
+    value = cell(batch, column, i)
+    return 0 if value is None else int(value)
 
 
 def _shrink_jpeg(data: bytes, longest_side: int, quality: int) -> bytes:

@@ -1,4 +1,4 @@
-"""Configuration of the API client layer (``llm.*`` keys) and of the local test server."""
+"""Configuration of the API client layer (``llm.*`` keys)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from operators.config import StrictModel
-
-FaultKind = Literal["429", "500", "503", "timeout", "disconnect", "malformed", "refusal"]
 
 
 class ModelPrice(StrictModel):
@@ -27,51 +25,8 @@ def default_prices() -> dict[str, ModelPrice]:
         "gpt-4-turbo": (10.00, 30.00),
         "gpt-4.1": (2.00, 8.00),
         "gpt-4.1-mini": (0.40, 1.60),
-        "fake-vlm": (1.00, 2.00),  # the local test server's model, for budget tests and smoke runs
     }
     return {m: ModelPrice(input_per_mtok=i, output_per_mtok=o) for m, (i, o) in table.items()}
-
-
-class FakeServerConfig(StrictModel):
-    """The local OpenAI-compatible test server (``testing.fake_server``).
-
-    When ``enabled``, a run starts it in-process and points ``llm.base_url`` at it (smoke runs).
-    """
-
-    enabled: bool = Field(False, description="Start the local test server and send every call to it.")
-    host: str = Field("127.0.0.1", description="Address to listen on.")
-    port: int = Field(0, ge=0, le=65535, description="Port; 0 picks a free one.")
-    model: str = Field("fake-vlm", description="Model name the server answers as (any name is accepted).")
-    requests_per_minute: int | None = Field(
-        None, gt=0, description="Requests allowed per window (429 beyond it); None = no limit."
-    )
-    tokens_per_minute: int | None = Field(
-        None, gt=0, description="Tokens (prompt + completion) allowed per window; None = no limit."
-    )
-    window_s: float = Field(60.0, gt=0, description="Length of the sliding rate-limit window in seconds.")
-    latency_s: tuple[float, float] = Field(
-        (0.0, 0.0), description="Answer latency drawn uniformly from [min, max] seconds."
-    )
-    fault_rates: dict[FaultKind, float] = Field(
-        default_factory=dict,
-        description="Probability of each injected fault per request: 429 (Retry-After 0.5 s), 500, 503, "
-        "timeout (hang), "
-        "disconnect (drop the connection), malformed (invalid JSON body), refusal.",
-    )
-    hang_s: float = Field(600.0, gt=0, description="How long a 'timeout' fault hangs before answering.")
-    seed: int = Field(0, description="Seed of the fault and latency draws (deterministic per request).")
-    allowed_image_counts: list[int] | None = Field(
-        None, description="Numbers of images a request may carry (e.g. [0, 1, 2]); None = any."
-    )
-
-    @model_validator(mode="after")
-    def _check(self) -> FakeServerConfig:
-        lo, hi = self.latency_s
-        if not 0 <= lo <= hi:
-            raise ValueError("latency_s must be [min, max] with 0 <= min <= max")
-        if any(not 0 <= r <= 1 for r in self.fault_rates.values()) or sum(self.fault_rates.values()) > 1:
-            raise ValueError("fault_rates must be probabilities that sum to at most 1")
-        return self
 
 
 class PromptFiles(StrictModel):
@@ -166,20 +121,11 @@ class LLMConfig(StrictModel):
         None, description="Where the cache lives (any fsspec URI); None = {output}/llm_cache."
     )
     concurrency_per_actor: int = Field(16, gt=0, description="Videos in flight in one API actor.")
-    rate_limit_scope: Literal["cluster", "per_actor"] = Field(
-        "cluster",
-        description="'cluster': one limiter actor shared by every API actor (the limits hold for "
-        "the whole run); 'per_actor': each actor paces itself at limit / max actors (as Ray's own "
-        "HTTP stage does; for comparison only).",
-    )
     prompts: PromptFiles = Field(default_factory=PromptFiles, description="Prompt template overrides.")
     summarize_single_keyframe: bool = Field(
         True,
         description="Make the summary call for a video with one keyframe too (the paper always "
         "summarizes); False uses its detailed caption as the summary.",
-    )
-    server: FakeServerConfig = Field(
-        default_factory=FakeServerConfig, description="The local test server, for smoke runs."
     )
 
     @model_validator(mode="after")

@@ -38,14 +38,25 @@ class RefusalError(PermanentCallError):
 
 
 class RetriesExhaustedError(LLMCallError):
-    """Every attempt failed with a retryable error."""
+    """Every attempt failed with a retryable error. A rerun may fix it."""
+
+    #: The video's ``reject_reason`` (the last attempt's reason goes into the detail).
+    REJECT_REASON = "retries_exhausted"
 
 
 class BudgetExceededError(LLMCallError):
-    """``llm.budget_usd`` is spent: the video is not started."""
+    """``llm.budget_usd`` is spent: the video is not started. A rerun (with more budget) may
+    caption it."""
+
+    REJECT_REASON = "budget"
 
     def __init__(self, detail: str = "") -> None:
-        super().__init__("budget", detail)
+        super().__init__(self.REJECT_REASON, detail)
+
+
+#: Rejection reasons a later run may overturn: resume takes those videos out of ``rejected/``
+#: and processes them again. Every other rejection is final.
+RETRYABLE_REASONS = frozenset(cls.REJECT_REASON for cls in (RetriesExhaustedError, BudgetExceededError))
 
 
 class MissingAPIKeyError(ValueError):

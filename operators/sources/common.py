@@ -85,15 +85,6 @@ def reject_duplicates(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]
         yield row
 
 
-def blank(value: Any) -> bool:
-    """True for a missing cell: None, an empty string or NaN."""
-    if value is None:
-        return True
-    if isinstance(value, float):
-        return math.isnan(value)
-    return isinstance(value, str) and not value.strip()
-
-
 _CLOCK = re.compile(r"^(?:(\d+):)?(\d{1,2}):(\d{1,2}(?:\.\d*)?)$")
 
 

@@ -18,10 +18,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from operators.base import is_missing
 from operators.io import is_local, join, local_path, open_binary
 from operators.sources.common import (
     as_caption,
-    blank,
     clip_id,
     make_row,
     parse_seconds,
@@ -113,25 +113,25 @@ def _resolve(uri: str, root: str) -> tuple[str, str]:
 
 
 def _row(record: dict[str, Any], number: int, root: str, rules: UriRules) -> dict[str, Any]:
-    if "__error__" in record or blank(record.get(URI_COLUMN)):
+    if "__error__" in record or is_missing(record.get(URI_COLUMN)):
         detail = record.get("__error__") or f"row {number}: empty {URI_COLUMN!r}"
         return make_row(
             f"manifest_row_{number}", "manifest", "", reject_reason="bad_metadata", reject_detail=detail
         )
     uri, base = _resolve(str(record[URI_COLUMN]).strip(), root)
-    if not blank(record.get("video_id")):
+    if not is_missing(record.get("video_id")):
         base = str(record["video_id"]).strip()
-    caption = None if blank(record.get("caption")) else as_caption(str(record["caption"]))
+    caption = None if is_missing(record.get("caption")) else as_caption(str(record["caption"]))
     try:
-        start = None if blank(record.get("start")) else parse_seconds(record["start"])
-        end = None if blank(record.get("end")) else parse_seconds(record["end"])
+        start = None if is_missing(record.get("start")) else parse_seconds(record["start"])
+        end = None if is_missing(record.get("end")) else parse_seconds(record["end"])
         if start is not None and end is not None and end <= start:
             raise ValueError(f"end {end} is not after start {start}")
     except ValueError as e:
         return make_row(
             base, "manifest", uri, reject_reason="bad_metadata", reject_detail=f"row {number}: {e}"
         )
-    video_id = base if not blank(record.get("video_id")) else clip_id(base, start, end)
+    video_id = base if not is_missing(record.get("video_id")) else clip_id(base, start, end)
     verdict = rules.verdict(uri)
     if verdict is not None:
         return make_row(video_id, "manifest", uri, start, end, caption, *verdict)

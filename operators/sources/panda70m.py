@@ -20,8 +20,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from operators.base import is_missing
 from operators.io import open_binary
-from operators.sources.common import blank, make_row, parse_seconds
+from operators.sources.common import make_row, parse_seconds
 from operators.sources.files import FileResolver
 from operators.sources.policy import InputPolicy, UriRules
 
@@ -73,7 +74,7 @@ def parse_clip_ranges(cell: str) -> list[tuple[float, float]]:
 
 
 def _optional_list(cell: str | None, video_id: str, column: str) -> list[Any]:
-    if blank(cell):
+    if is_missing(cell):
         return []
     try:
         return parse_literal_list(cell)

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from fractions import Fraction
 from typing import Any
 
+from operators.base import RowRejected
 from operators.io import file_size, is_local, local_path, open_binary
 
 logger = logging.getLogger(__name__)
@@ -42,13 +43,8 @@ _MAGIC_AT_0 = (
 _MP4_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pnot")
 
 
-class VideoError(Exception):
-    """A per-video problem: the row is rejected with ``reason``; never a bug."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
+class VideoError(RowRejected):
+    """A per-video problem of a file: the row is rejected with ``reason``; never a bug."""
 
 
 def looks_like_video_container(head: bytes) -> bool:

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from operators.base import Batch, Operator, Resources, batch_size_of, reject
+from operators.base import Batch, Operator, Resources, cell
 from operators.config import StrictModel
 from operators.video.opening import (
     VideoError,
@@ -329,41 +329,26 @@ class ProbeVideo(Operator):
         return Resources(num_cpus=1.0, batch_size=16)
 
     def __call__(self, batch: Batch) -> Batch:
-        n = batch_size_of(batch)
-        out: dict[str, list[Any]] = {c: [None] * n for c in self.output_columns}
-        starts, ends = batch.get("clip_start"), batch.get("clip_end")
-        for i in range(n):
-            uri = str(batch["uri"][i])
-            try:
-                info = probe_video(uri, self.config)
-                start, end = clip_range(info, _opt(starts, i), _opt(ends, i))
-            except VideoError as exc:
-                logger.info("probe rejected %s: %s", uri, exc)
-                reject(batch, i, self.name, exc.reason, exc.detail)
-                continue
-            row = {
-                "duration": end - start,
-                "file_duration": info.file_duration,
-                "fps": float(info.fps),
-                "fps_num": info.fps.numerator,
-                "fps_den": info.fps.denominator,
-                "width": info.width,
-                "height": info.height,
-                "rotation": info.rotation,
-                "codec": info.codec,
-                "num_frames": info.num_frames,
-                "size_bytes": info.size_bytes,
-            }
-            for column, value in row.items():
-                out[column][i] = value
-        batch.update(out)
-        return batch
+        return self.map_rows(batch, lambda i: self._probe_row(batch, i))
+
+    def _probe_row(self, batch: Batch, i: int) -> dict[str, Any]:
+        info = probe_video(str(batch["uri"][i]), self.config)
+        start, end = clip_range(info, _seconds(cell(batch, "clip_start", i)),
+                                _seconds(cell(batch, "clip_end", i)))
+        return {
+            "duration": end - start,
+            "file_duration": info.file_duration,
+            "fps": float(info.fps),
+            "fps_num": info.fps.numerator,
+            "fps_den": info.fps.denominator,
+            "width": info.width,
+            "height": info.height,
+            "rotation": info.rotation,
+            "codec": info.codec,
+            "num_frames": info.num_frames,
+            "size_bytes": info.size_bytes,
+        }
 
 
-def _opt(column: Any, i: int) -> float | None:
-    if column is None:
-        return None
-    value = column[i]
-    if value is None or value != value:  # None or NaN (pandas turns None into NaN)
-        return None
-    return float(value)
+def _seconds(value: Any) -> float | None:
+    return None if value is None else float(value)

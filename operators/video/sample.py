@@ -24,7 +24,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 from pydantic import Field
 
-from operators.base import Batch, Operator, Resources, batch_size_of, reject
+from operators.base import Batch, Operator, Resources, cell
 from operators.config import StrictModel
 from operators.video.decode import TOLERANCE_S, decoded_frames
 from operators.video.frames import encode_jpeg, fit_size
@@ -279,7 +279,8 @@ class SampleFrames(Operator):
         "clip_start",
         "clip_end",
         "duration",
-        "fps",
+        "fps_num",
+        "fps_den",
         "rotation",
     )
     output_columns: ClassVar[tuple[str, ...]] = ("frames", "frame_timestamps")
@@ -291,46 +292,34 @@ class SampleFrames(Operator):
         return Resources(num_cpus=1.0, batch_size=4)
 
     def __call__(self, batch: Batch) -> Batch:
-        n = batch_size_of(batch)
-        frames: list[Any] = [None] * n
-        stamps: list[Any] = [None] * n
-        for i in range(n):
-            uri = str(batch["uri"][i])
-            start = _value(batch, "clip_start", i) or 0.0
-            duration = _value(batch, "duration", i)
-            end = start + duration if duration is not None else _value(batch, "clip_end", i)
-            fps = _value(batch, "fps", i)
-            rotation = _value(batch, "rotation", i)
-            errors: list[str] = []
-            jpegs, times = [], []
-            try:
-                for rgb, t in iter_sampled_frames(
-                    uri,
-                    start,
-                    end,
-                    self.config,
-                    None if rotation is None else int(rotation),
-                    Fraction(fps).limit_denominator(100000) if fps else None,
-                    errors,
-                ):
-                    jpegs.append(encode_jpeg(rgb, self.config.jpeg_quality))  # hold JPEG, not RGB
-                    times.append(t)
-            except VideoError as exc:
-                reject(batch, i, self.name, exc.reason, exc.detail)
-                continue
-            if errors:
-                logger.warning("%s: decode stopped after %d frames: %s", uri, len(jpegs), errors[0])
-            frames[i], stamps[i] = jpegs, times
-        batch["frames"] = frames
-        batch["frame_timestamps"] = stamps
-        return batch
+        return self.map_rows(batch, lambda i: self._sample_row(batch, i))
+
+    def _sample_row(self, batch: Batch, i: int) -> dict[str, Any]:
+        uri = str(batch["uri"][i])
+        start = float(cell(batch, "clip_start", i) or 0.0)
+        duration = cell(batch, "duration", i)
+        end = start + float(duration) if duration is not None else cell(batch, "clip_end", i)
+        rotation = cell(batch, "rotation", i)
+        errors: list[str] = []
+        jpegs, times = [], []
+        for rgb, t in iter_sampled_frames(
+            uri,
+            start,
+            None if end is None else float(end),
+            self.config,
+            None if rotation is None else int(rotation),
+            exact_fps(cell(batch, "fps_num", i), cell(batch, "fps_den", i)),
+            errors,
+        ):
+            jpegs.append(encode_jpeg(rgb, self.config.jpeg_quality))  # hold JPEG, not RGB
+            times.append(t)
+        if errors:
+            logger.warning("%s: decode stopped after %d frames: %s", uri, len(jpegs), errors[0])
+        return {"frames": jpegs, "frame_timestamps": times}
 
 
-def _value(batch: Batch, column: str, i: int) -> float | None:
-    values = batch.get(column)
-    if values is None:
+def exact_fps(num: Any, den: Any) -> Fraction | None:
+    """The probe's exact frame rate (``fps_num/fps_den``: 30000/1001, not 29.97)."""
+    if num is None or den is None or not int(den):
         return None
-    value = values[i]
-    if value is None or value != value:
-        return None
-    return float(value)
+    return Fraction(int(num), int(den))

@@ -2,10 +2,16 @@
 
 from pathlib import Path
 
-from operators.config_reference import REGENERATE, render_reference
-from ray_jobs.pipeline import STAGE_NAMES
+from operators.config_reference import REGENERATE
+from operators.config_reference import render_reference as render
+from ray_jobs.config import PipelineConfig
+from ray_jobs.pipeline import STAGE_NAMES, STAGES, stage_docs
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+
+
+def render_reference() -> str:
+    return render(PipelineConfig, stage_docs())
 
 
 def test_configuration_doc_matches_the_config_models():
@@ -25,3 +31,12 @@ def test_reference_documents_every_key_and_stage():
         assert f"with `kind: {kind}`" in text, kind
     for stage in STAGE_NAMES:
         assert f"| `{stage}` |" in text, stage
+
+
+def test_every_stage_has_one_name_and_its_section_exists():
+    sections = set(PipelineConfig.model_fields)
+    steps = set(PipelineConfig.model_fields["steps"].annotation.model_fields)
+    assert len(set(STAGE_NAMES)) == len(STAGE_NAMES)
+    for stage in STAGES:
+        assert stage.section is None or stage.section in sections, stage
+        assert stage.step is None or stage.step in steps, stage

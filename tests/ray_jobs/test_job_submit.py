@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from operators.llm.config import FakeServerConfig
 from testing.fake_server import FakeOpenAIServer
+from testing.fake_server_config import FakeServerConfig
 from testing.samples import scene_frames, write_video
 from testing.tiny_models import save_tiny_clip
 from tests.ray_jobs.conftest import REPO, ray_cli, start_head_node

@@ -53,8 +53,8 @@ def job_config(samples: Path, output: Path):
         "dedup": {"threshold": 0.85},
         "clip": {"model": "sg4v-tiny-clip", "pretrained": str(models / "clip" / "sg4v-tiny-clip.pt"),
                  "model_config_path": str(models / "clip" / "sg4v-tiny-clip.json")},
-        "llm": {"model": "fake-vlm", "server": {"enabled": True, "latency_s": [0.0, 0.05],
-                                                "allowed_image_counts": [0, 1, 2]}},
+        "llm": {"model": "fake-vlm"},
+        "test_server": {"enabled": True, "latency_s": [0.0, 0.05], "allowed_image_counts": [0, 1, 2]},
         "stages": {"short_caption": {**gpu_share, "batch_size": 4}, "text_embed": gpu_share,
                    "clip_encode": gpu_share},
     })

@@ -18,8 +18,8 @@ from typing import Any
 import pyarrow.parquet as pq
 import yaml
 
-from operators.llm.config import FakeServerConfig
 from testing.fake_server import FakeOpenAIServer
+from testing.fake_server_config import FakeServerConfig
 from testing.samples import scene_frames, write_video
 from tests.ray_jobs.conftest import REPO
 
@@ -82,7 +82,9 @@ def job_config(samples: Path, out: Path, url: str, *, lean: bool = False, **llm:
     text = (REPO / "ray_jobs" / "configs" / "smoke.yaml").read_text()
     config = yaml.safe_load(text.replace("out/samples", str(samples)).replace("out/smoke", str(out)))
     config["llm"].update(base_url=url, api_key_env=None, token_accounting="usage", **llm)
-    config["llm"]["server"] = {"enabled": False}
+    config["test_server"] = {"enabled": False}
+    # Priced as a run prices its own test server, so usage and cost are counted as in a smoke run.
+    config["llm"].setdefault("prices", {"fake-vlm": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}})
     if lean:
         config["steps"] = {"short_caption": False, "dedup": False}
     return config

@@ -49,7 +49,7 @@ def _batch(ids: list[str], reasons: list[str | None]) -> dict:
     n = len(ids)
     return {"video_id": object_column(ids), "source": object_column(["t"] * n),
             "uri": object_column([f"/{i}.mp4" for i in ids]),
-            "reject_stage": object_column([r and "caption" for r in reasons]),
+            "reject_stage": object_column([r and "diff_caption" for r in reasons]),
             "reject_reason": object_column(reasons), "reject_detail": object_column([r for r in reasons])}
 
 
@@ -95,7 +95,7 @@ def test_rerun_takes_retried_rejections_out_so_each_video_has_one_decision(tmp_p
     WriteShards(output=str(tmp_path))(_batch(["kept", "stale"], [None, None]))
 
     def put(name: str, ids: list[str], reasons: list[str]) -> None:
-        columns = {"video_id": ids, "uri": ids, "stage": ["caption"] * len(ids), "reason": reasons,
+        columns = {"video_id": ids, "uri": ids, "stage": ["diff_caption"] * len(ids), "reason": reasons,
                    "detail": reasons}
         (rejected / name).write_bytes(parquet_bytes(to_table(columns, REJECTED_SCHEMA), "zstd"))
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from operators.llm.config import FakeServerConfig
 from testing.fake_server import FakeOpenAIServer
+from testing.fake_server_config import FakeServerConfig
 from tests.ray_jobs.conftest import REPO, sg4v
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

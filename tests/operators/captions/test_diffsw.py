@@ -180,7 +180,7 @@ def test_permanent_bad_image_rejects_only_that_video(start_server, tmp_path):
     server, url = started(start_server, allowed_image_counts=[0, 1])  # 2-image calls get a 400
     batch = make_batch(tmp_path, {"two": [0.0, 1.0], "one": [0.0]})
     out = caption(llm_config(url), tmp_path, batch)
-    assert out["reject_stage"][0] == "caption" and out["reject_reason"][0] == "bad_image"
+    assert out["reject_stage"][0] == "diff_caption" and out["reject_reason"][0] == "bad_image"
     assert "unexpected_image_count" in out["reject_detail"][0]
     assert out["captions"][0] is None and out["usage"][0]["calls"] == 1  # the paid detailed call
     assert out["reject_reason"][1] is None and out["summary"][1]
@@ -190,7 +190,7 @@ def test_permanent_bad_image_rejects_only_that_video(start_server, tmp_path):
 def test_refusals_reject_the_video(start_server, tmp_path):
     server, url = started(start_server, fault_rates={"refusal": 1.0})
     out = caption(llm_config(url, refusal_retries=1), tmp_path, make_batch(tmp_path, {"v": [0.0, 1.0]}))
-    assert out["reject_stage"][0] == "caption" and out["reject_reason"][0] == "refusal"
+    assert out["reject_stage"][0] == "diff_caption" and out["reject_reason"][0] == "refusal"
     assert server.stats["requests"] == 2 and out["usage"][0]["calls"] == 2
 
 
@@ -243,7 +243,7 @@ def test_budget_cap_rejects_videos_not_started(start_server, tmp_path):
     out = caption(config, tmp_path, make_batch(tmp_path, {f"v{i}": [0.0, 1.0] for i in range(4)}))
     assert out["reject_reason"][0] is None
     assert list(out["reject_reason"][1:]) == ["budget"] * 3
-    assert all(s == "caption" for s in out["reject_stage"][1:]) and "budget_usd" in out["reject_detail"][1]
+    assert all(s == "diff_caption" for s in out["reject_stage"][1:]) and "budget_usd" in out["reject_detail"][1]
     assert server.stats["requests"] == 3  # nothing sent for the videos not started
 
 

@@ -11,7 +11,6 @@ from operators.base import apply_to_live_rows
 from operators.captions import ShortCaption, ShortCaptionConfig, one_sentence
 from operators.captions.frames import frame_grid, uniform_indices
 from operators.models import ModelLoadError
-
 from testing.batches import make_batch
 
 

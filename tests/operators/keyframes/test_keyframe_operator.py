@@ -145,7 +145,7 @@ def test_rotation_and_failed_reread(scene_video: Path, tmp_path: Path) -> None:
     out = SelectKeyframes(KeyframeConfig(), output_dir=str(tmp_path))(both)
     rgb = decode_image((tmp_path / out["keyframe_paths"][0][0]).read_bytes())
     assert rgb.shape == (640, 480, 3)  # upright portrait
-    assert out["reject_reason"][1] == "reread_failed" and out["reject_stage"][1] == "keyframes"
+    assert out["reject_reason"][1] == "reread_failed" and out["reject_stage"][1] == "select_keyframes"
     assert out["keyframe_paths"][1] is None and out["reject_reason"][0] is None
 
 

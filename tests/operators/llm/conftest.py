@@ -4,14 +4,12 @@ import io
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
 from typing import Any
 
-import pytest
 from PIL import Image
 
-from operators.llm.config import FakeServerConfig, LLMConfig
-from testing.fake_server import FakeOpenAIServer
+from operators.llm.config import LLMConfig, default_prices
+from testing.fake_server_config import FakeServerConfig
 
 
 def make_jpeg(width: int = 64, height: int = 48, color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
@@ -41,21 +39,6 @@ def post(url: str, body: Any, headers: dict[str, str] | None = None) -> tuple[in
     return status, {k.lower(): v for k, v in hdrs.items()}, parsed
 
 
-@pytest.fixture
-def start_server() -> Iterator[Callable[..., tuple[FakeOpenAIServer, str]]]:
-    stops: list[Callable[[], None]] = []
-
-    def start(required_api_key: str | None = None, **settings: Any) -> tuple[FakeOpenAIServer, str]:
-        server = FakeOpenAIServer(FakeServerConfig(**settings), required_api_key=required_api_key)
-        url, stop = server.start_in_thread()
-        stops.append(stop)
-        return server, url
-
-    yield start
-    for stop in stops:
-        stop()
-
-
 def llm_config(url: str, **overrides: Any) -> LLMConfig:
     """A client config for the local server: fast backoff, short timeout, no key needed."""
     settings: dict[str, Any] = dict(
@@ -68,6 +51,8 @@ def llm_config(url: str, **overrides: Any) -> LLMConfig:
         tokenizer="estimate",
         requests_per_minute=10**5,
         tokens_per_minute=10**8,
+        # The list prices, and the test server's model at what a run prices it.
+        prices={**default_prices(), "fake-vlm": FakeServerConfig().price},
     )
     settings.update(overrides)
     return LLMConfig(**settings)

@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import pickle
 import uuid
+from pathlib import Path
 
 import pytest
 
-from operators.llm.config import FakeServerConfig
-from ray_jobs.llm_actors import (
-    PerActorLimiter,
-    get_or_create_budget,
-    get_or_create_limiter,
-    limiter_for,
-    start_test_server_if_enabled,
-)
+from ray_jobs.services import get_or_create_budget, get_or_create_limiter, start_test_server_if_enabled
 from testing.fake_server import FakeOpenAIServer
+from testing.fake_server_config import FakeServerConfig
+from tests.operators.captions.test_diffsw import make_batch
 from tests.operators.llm.conftest import llm_config
-from tests.operators.llm.test_diffsw import make_batch
 from tests.operators.llm.test_limiter import max_in_window
 
 pytestmark = pytest.mark.ray
@@ -75,11 +71,13 @@ def test_budget_actor_is_shared(ray_local):
 
 
 def test_per_actor_limiters_are_independent_copies():
-    config = llm_config(
-        "http://unused/v1", requests_per_minute=600, tokens_per_minute=100_000, rate_limit_scope="per_actor"
-    )
-    limiter = limiter_for(config, "x", num_actors=4)
-    assert isinstance(limiter, PerActorLimiter)
+    # The per-actor pacing bench/llm.py compares the cluster limiter with.
+    path = Path(__file__).resolve().parents[2] / "bench" / "per_actor_limiter.py"
+    spec = importlib.util.spec_from_file_location("per_actor_limiter", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = llm_config("http://unused/v1", requests_per_minute=600, tokens_per_minute=100_000)
+    limiter = module.PerActorLimiter(config, 4)
     a, b = pickle.loads(pickle.dumps(limiter)), pickle.loads(pickle.dumps(limiter))
     assert a.limiter is not b.limiter and a.limiter._requests.limit == 150
     assert a.limiter._tokens.limit == 25_000
@@ -87,13 +85,14 @@ def test_per_actor_limiters_are_independent_copies():
 
 def test_test_server_switch():
     config = llm_config("https://api.example.com/v1", api_key_env="OPENAI_API_KEY")
-    same, stop = start_test_server_if_enabled(config)
+    same, stop = start_test_server_if_enabled(config, FakeServerConfig())
     assert same is config
     stop()
-    enabled = config.model_copy(update={"server": FakeServerConfig(enabled=True)})
-    local, stop = start_test_server_if_enabled(enabled)
+    unpriced = config.model_copy(update={"prices": {}})
+    local, stop = start_test_server_if_enabled(unpriced, FakeServerConfig(enabled=True))
     try:
         assert local.base_url.startswith("http://127.0.0.1:") and local.api_key_env is None
+        assert local.price() == FakeServerConfig().price  # the test server's model is priced
     finally:
         stop()
 
