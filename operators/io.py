@@ -13,6 +13,8 @@ import os
 import uuid
 from typing import IO, Any
 
+from operators.dataset.schema import TEMP_PREFIX
+
 
 def is_local(uri: str) -> bool:
     return "://" not in uri or uri.startswith("file://")
@@ -68,7 +70,8 @@ def write_bytes_atomic(uri: str, data: bytes) -> None:
     parent = path.rsplit("/", 1)[0] if "/" in path else ""
     if parent:
         fs.makedirs(parent, exist_ok=True)
-    tmp = f"{parent}/.tmp-{uuid.uuid4().hex}" if parent else f".tmp-{uuid.uuid4().hex}"
+    name = f"{TEMP_PREFIX}{uuid.uuid4().hex}"  # a name every reader of an output skips
+    tmp = f"{parent}/{name}" if parent else name
     with fs.open(tmp, "wb") as f:
         f.write(data)
     fs.mv(tmp, path)

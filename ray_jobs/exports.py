@@ -26,7 +26,7 @@ import tempfile
 from typing import Any
 
 from operators.base import is_missing
-from operators.dataset.resume import read_column_values
+from operators.dataset.reader import read_column_values
 from operators.io import filesystem, is_local, join, local_path, write_bytes_atomic
 
 logger = logging.getLogger(__name__)

@@ -12,6 +12,7 @@ from typing import Any
 
 from operators.base import is_missing
 from operators.dataset.resume import drop_rejections, remove_temp_files, resume_state
+from operators.dataset.schema import CONFIG_FILE, STATS_FILE
 from operators.io import filesystem, join, write_bytes_atomic
 from operators.sources import list_source_rows
 from ray_jobs.adapter import apply_operator, capacity_problems, resolve_resources
@@ -145,7 +146,7 @@ def bind_services(ops: list, services: LLMServices | None) -> list:
 def prepare_output(config: PipelineConfig) -> None:
     fs, path = filesystem(config.output)
     fs.makedirs(path, exist_ok=True)
-    write_bytes_atomic(join(config.output, "config.yaml"), resolved_yaml(config).encode())
+    write_bytes_atomic(join(config.output, CONFIG_FILE), resolved_yaml(config).encode())
 
 
 def collect_rows(config: PipelineConfig) -> list[dict[str, Any]]:
@@ -191,7 +192,7 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
                 services.close()
     export_sharegpt4video(config.output)
     summary.wall_seconds = time.perf_counter() - started
-    write_bytes_atomic(join(config.output, "stats.json"),
+    write_bytes_atomic(join(config.output, STATS_FILE),
                        json.dumps(summary.to_json(), indent=2).encode())
     return summary
 

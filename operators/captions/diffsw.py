@@ -38,6 +38,7 @@ from operators.captions.diffsw_prompts import (
     parse_caption,
     summary_prompt,
 )
+from operators.dataset.schema import LLM_CACHE_DIR
 from operators.io import join, open_binary
 from operators.llm.budget import Usage
 from operators.llm.config import LLMConfig
@@ -124,7 +125,7 @@ class DiffCaptioner(Operator):
         from operators.llm.client import LLMClient
 
         c = self.config
-        cache = ResponseCache(c.cache_dir or join(self.output, "llm_cache")) if c.cache else None
+        cache = ResponseCache(c.cache_dir or join(self.output, LLM_CACHE_DIR)) if c.cache else None
         client = LLMClient(c, limiter=self.limiter, budget=self.budget, cache=cache)
         client.setup()  # reads the key: a missing one is a config error, raised here
         self._client = client

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from operators.base import is_missing
-from operators.dataset.resume import read_column_values
+from operators.dataset import schema as S
+from operators.dataset.reader import read_column_values
 from operators.io import filesystem, is_local, join, local_path, write_bytes_atomic
 
 logger = logging.getLogger(__name__)
@@ -28,9 +29,9 @@ PAGE_SIZE = 50
 #: Duplicates listed by name; the counts always cover all of them.
 MAX_DUPLICATES = 2000
 ASSETS = Path(__file__).with_name("report_assets")
-VIDEO_COLUMNS = ["video_id", "source", "uri", "clip_start", "clip_end", "duration", "short_caption",
-                 "keyframe_timestamps", "keyframe_paths", "captions", "summary", "usage"]
-REJECTED_COLUMNS = ["video_id", "uri", "stage", "reason", "detail"]
+VIDEO_COLUMNS = [S.VIDEO_ID, S.SOURCE, S.URI, S.CLIP_START, S.CLIP_END, S.DURATION, S.SHORT_CAPTION,
+                 S.KEYFRAME_TIMESTAMPS, S.KEYFRAME_PATHS, S.CAPTIONS, S.SUMMARY, S.USAGE]
+REJECTED_COLUMNS = [S.VIDEO_ID, S.URI, S.STAGE, S.REASON, S.DETAIL]
 USAGE_FIELDS = ("calls", "cached_calls", "input_tokens", "output_tokens", "cost_usd")
 
 
@@ -85,13 +86,13 @@ def dataset_summary(rows: list[dict[str, Any]], rejected: list[dict[str, Any]],
 
 
 def _read_stats(output: str) -> dict[str, Any]:
-    fs, path = filesystem(join(output, "stats.json"))
+    fs, path = filesystem(join(output, S.STATS_FILE))
     if not fs.exists(path):
         return {}
     try:
         return json.loads(fs.cat_file(path))
     except ValueError:
-        logger.warning("ignoring unreadable %s", join(output, "stats.json"))
+        logger.warning("ignoring unreadable %s", join(output, S.STATS_FILE))
         return {}
 
 
@@ -116,8 +117,8 @@ def write_report(output: str, dest: str | None = None, page_size: int = PAGE_SIZ
         raise ValueError(f"page_size must be at least 1, got {page_size}")
     dest = dest or join(output, "report", "index.html")
     dest_dir = dest.rsplit("/", 1)[0] if "/" in dest else "."
-    rows = sorted(read_column_values(output, "dataset", VIDEO_COLUMNS), key=lambda r: r["video_id"])
-    rejected = read_column_values(output, "rejected", REJECTED_COLUMNS)
+    rows = sorted(read_column_values(output, S.DATASET_DIR, VIDEO_COLUMNS), key=lambda r: r["video_id"])
+    rejected = read_column_values(output, S.REJECTED_DIR, REJECTED_COLUMNS)
     pages = [rows[i:i + page_size] for i in range(0, len(rows), page_size)]
     for n, page in enumerate(pages):
         write_bytes_atomic(join(dest_dir, "data", f"page-{n:04d}.js"),

@@ -19,42 +19,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from operators.dataset.reader import is_temp_name, parquet_files, read_column_values
+from operators.dataset.schema import (
+    DATASET_DIR,
+    DEDUP_RANK,
+    REASON,
+    REJECTED_DIR,
+    RESULT_DIRS,
+    TEXT_EMBEDDING,
+    VIDEO_ID,
+)
 from operators.io import filesystem, join, write_bytes_atomic
 from operators.llm.errors import RETRYABLE_REASONS
 
 logger = logging.getLogger(__name__)
-
-#: Prefix of the names files are written under before the rename that makes them visible.
-TEMP_PREFIX = ".tmp-"
-#: Folders whose files a rerun reads (and cleans of leftover temporary files).
-RESULT_FOLDERS = ("dataset", "rejected")
-
-
-def is_temp_name(path: str) -> bool:
-    return path.rstrip("/").rsplit("/", 1)[-1].startswith(TEMP_PREFIX)
-
-
-def parquet_files(output: str, folder: str) -> tuple[object, list[str]]:
-    """The filesystem and the complete Parquet files under ``output/folder``, sorted."""
-    fs, root = filesystem(join(output, folder))
-    if not fs.exists(root):
-        return fs, []
-    return fs, sorted(p for p in fs.ls(root, detail=False)
-                      if p.endswith(".parquet") and not is_temp_name(p))
-
-
-def read_column_values(output: str, folder: str, columns: list[str]) -> list[dict]:
-    """Rows of ``columns`` from every complete Parquet file under ``output/folder``. A file
-    written before a stage existed contributes the columns it has."""
-    fs, files = parquet_files(output, folder)
-    rows: list[dict] = []
-    for path in files:
-        with fs.open(path, "rb") as f:
-            parquet = pq.ParquetFile(f)
-            present = [c for c in columns if c in parquet.schema_arrow.names]
-            rows.extend(parquet.read(columns=present).to_pylist())
-    return rows
-
 
 @dataclass
 class ResumeState:
@@ -65,13 +43,13 @@ class ResumeState:
 
 
 def resume_state(output: str) -> ResumeState:
-    state = ResumeState(done={r["video_id"] for r in read_column_values(output, "dataset", ["video_id"])})
+    state = ResumeState(done={r[VIDEO_ID] for r in read_column_values(output, DATASET_DIR, [VIDEO_ID])})
     retryable = set()
-    for row in read_column_values(output, "rejected", ["video_id", "reason"]):
+    for row in read_column_values(output, REJECTED_DIR, [VIDEO_ID, REASON]):
         if row["reason"] in RETRYABLE_REASONS:
-            retryable.add(row["video_id"])
+            retryable.add(row[VIDEO_ID])
         else:
-            state.done.add(row["video_id"])
+            state.done.add(row[VIDEO_ID])
     # A retryable row next to a final decision (left by an older version) is only stale.
     state.retry = retryable - state.done
     return state
@@ -93,12 +71,12 @@ def drop_rejections(output: str, video_ids: Collection[str]) -> int:
     from operators.dataset.writer import parquet_bytes
 
     wanted = sorted(set(video_ids))
-    fs, files = parquet_files(output, "rejected")
+    fs, files = parquet_files(output, REJECTED_DIR)
     removed = 0
     for path in files:
         with fs.open(path, "rb") as f:
             table = pq.read_table(f)
-        drop = pc.is_in(table.column("video_id"), value_set=pa.array(wanted, type=pa.string()))
+        drop = pc.is_in(table.column(VIDEO_ID), value_set=pa.array(wanted, type=pa.string()))
         n = pc.sum(drop).as_py() or 0
         if not n:
             continue
@@ -107,9 +85,9 @@ def drop_rejections(output: str, video_ids: Collection[str]) -> int:
             fs.rm(path)
             continue
         kept = parquet_bytes(table.filter(pc.invert(drop)), _compression_of(fs, path))
-        write_bytes_atomic(join(output, "rejected", path.rsplit("/", 1)[-1]), kept)
+        write_bytes_atomic(join(output, REJECTED_DIR, path.rsplit("/", 1)[-1]), kept)
     if removed:
-        logger.info("took %d row(s) to retry out of %s", removed, join(output, "rejected"))
+        logger.info("took %d row(s) to retry out of %s", removed, join(output, REJECTED_DIR))
     return removed
 
 
@@ -130,7 +108,7 @@ def remove_temp_files(output: str) -> int:
     on object storage costs more than the stray files it would find.
     """
     removed = 0
-    for folder in ("", *RESULT_FOLDERS):
+    for folder in ("", *RESULT_DIRS):
         fs, root = filesystem(join(output, folder) if folder else output)
         if not fs.exists(root):
             continue
@@ -148,14 +126,14 @@ def dedup_resume_state(output: str):  # -> operators.dedup.operator.ResumeState 
     the rank to continue from, so a rerun decides as if it had never stopped."""
     from operators.dedup.operator import ResumeState as DedupState
 
-    kept = [r for r in read_column_values(output, "dataset", ["video_id", "text_embedding", "dedup_rank"])
+    kept = [r for r in read_column_values(output, DATASET_DIR, [VIDEO_ID, TEXT_EMBEDDING, DEDUP_RANK])
             if r.get("text_embedding") is not None]
-    ranks = [r["dedup_rank"] for r in kept if r.get("dedup_rank") is not None]
-    ranks += [r["dedup_rank"] for r in read_column_values(output, "rejected", ["dedup_rank"])
+    ranks = [r[DEDUP_RANK] for r in kept if r.get("dedup_rank") is not None]
+    ranks += [r[DEDUP_RANK] for r in read_column_values(output, REJECTED_DIR, [DEDUP_RANK])
               if r.get("dedup_rank") is not None]
     if not kept and not ranks:
         return None
-    kept.sort(key=lambda r: r["dedup_rank"] if r.get("dedup_rank") is not None else -1)
+    kept.sort(key=lambda r: r[DEDUP_RANK] if r.get("dedup_rank") is not None else -1)
     vectors = np.array([r["text_embedding"] for r in kept], dtype=np.float32).reshape(len(kept), -1)
-    return DedupState(ids=[r["video_id"] for r in kept], vectors=vectors,
+    return DedupState(ids=[r[VIDEO_ID] for r in kept], vectors=vectors,
                       next_rank=max(ranks) + 1 if ranks else 0)

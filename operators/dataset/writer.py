@@ -21,42 +21,20 @@ from pydantic import Field
 
 from operators.base import REJECT_COLUMNS, Batch, Operator, Resources, live_mask, object_column
 from operators.config import StrictModel
+from operators.dataset.schema import (
+    DATASET_DIR,
+    DATASET_SCHEMA,
+    REJECT_COLUMN_ON_DISK,
+    REJECTED_DIR,
+    REJECTED_SCHEMA,
+    VIDEO_ID,
+)
 from operators.io import join, write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 
-USAGE_TYPE = pa.struct([
-    ("calls", pa.int64()), ("cached_calls", pa.int64()), ("input_tokens", pa.int64()),
-    ("output_tokens", pa.int64()), ("cost_usd", pa.float64()),
-])
-CAPTION_TYPE = pa.struct([
-    ("idx", pa.int64()), ("timestamp", pa.float64()), ("kind", pa.string()), ("text", pa.string()),
-])
-
-#: Columns of ``dataset/*.parquet``, in order. Columns a run has no stage for are left out.
-DATASET_SCHEMA = pa.schema([
-    ("video_id", pa.string()), ("source", pa.string()), ("uri", pa.string()),
-    ("clip_start", pa.float64()), ("clip_end", pa.float64()), ("duration", pa.float64()),
-    ("file_duration", pa.float64()), ("fps", pa.float64()), ("fps_num", pa.int64()),
-    ("fps_den", pa.int64()), ("width", pa.int64()), ("height", pa.int64()),
-    ("rotation", pa.int64()), ("codec", pa.string()), ("num_frames", pa.int64()),
-    ("size_bytes", pa.int64()), ("source_caption", pa.string()),
-    ("frame_timestamps", pa.list_(pa.float64())),
-    ("short_caption", pa.string()), ("text_embedding", pa.list_(pa.float32())),
-    ("dedup_rank", pa.int64()),
-    ("keyframe_indices", pa.list_(pa.int64())), ("keyframe_timestamps", pa.list_(pa.float64())),
-    ("keyframe_paths", pa.list_(pa.string())),
-    ("captions", pa.list_(CAPTION_TYPE)), ("summary", pa.string()), ("usage", USAGE_TYPE),
-])
-
-REJECTED_SCHEMA = pa.schema([
-    ("video_id", pa.string()), ("source", pa.string()), ("uri", pa.string()),
-    ("clip_start", pa.float64()), ("clip_end", pa.float64()),
-    ("stage", pa.string()), ("reason", pa.string()), ("detail", pa.string()),
-    ("dedup_rank", pa.int64()), ("usage", USAGE_TYPE),
-])
-
-SUMMARY_COLUMNS = ("video_id", "reject_stage", "reject_reason", "usage")
+#: What the writer hands back per input row, for the run's tallies.
+SUMMARY_COLUMNS = (VIDEO_ID, "reject_stage", "reject_reason", "usage")
 
 
 class WriterConfig(StrictModel):
@@ -108,28 +86,28 @@ class WriteShards(Operator):
         return Resources(num_cpus=0.5, batch_size=64)
 
     def _write(self, folder: str, table: pa.Table) -> str:
-        ids = "\n".join(str(v) for v in table.column("video_id").to_pylist())
+        ids = "\n".join(str(v) for v in table.column(VIDEO_ID).to_pylist())
         name = f"part-{hashlib.sha256(ids.encode()).hexdigest()[:24]}.parquet"
         relative = f"{folder}/{name}"
         write_bytes_atomic(join(self.output, relative), parquet_bytes(table, self.config.compression))
         return relative
 
     def __call__(self, batch: Batch) -> Batch:
-        n = len(batch["video_id"])
+        n = len(batch[VIDEO_ID])
         kept = live_mask(batch)
         written = [""] * n
         if kept.any():
             idx = np.flatnonzero(kept)
             columns = {k: [batch[k][i] for i in idx] for k in batch if k in DATASET_SCHEMA.names}
-            path = self._write("dataset", to_table(columns, DATASET_SCHEMA))
+            path = self._write(DATASET_DIR, to_table(columns, DATASET_SCHEMA))
             for i in idx:
                 written[i] = path
         if (~kept).any():
             idx = np.flatnonzero(~kept)
-            renamed = {"reject_stage": "stage", "reject_reason": "reason", "reject_detail": "detail"}
+            renamed = REJECT_COLUMN_ON_DISK
             columns = {renamed.get(k, k): [batch[k][i] for i in idx]
                        for k in batch if renamed.get(k, k) in REJECTED_SCHEMA.names}
-            path = self._write("rejected", to_table(columns, REJECTED_SCHEMA))
+            path = self._write(REJECTED_DIR, to_table(columns, REJECTED_SCHEMA))
             for i in idx:
                 written[i] = path
         out: Batch = {k: batch[k] for k in batch if k in SUMMARY_COLUMNS or k.startswith("_t_")}

@@ -16,7 +16,6 @@ from operators.dedup.index import GreedyDedupIndex
 
 logger = logging.getLogger(__name__)
 
-STAGE = "dedup"
 
 
 @dataclass(frozen=True)
@@ -92,7 +91,7 @@ class SemanticDedup(Operator):
                 ranks[i], sims[i], nearest[i] = decision.rank, decision.similarity, decision.nearest_id
                 if not decision.kept:
                     detail = {"nearest_id": decision.nearest_id, "similarity": decision.similarity}
-                    reject(batch, i, STAGE, "duplicate", detail=json.dumps(detail))
+                    reject(batch, i, self.name, "duplicate", detail=json.dumps(detail))
         batch["dedup_rank"] = object_column(ranks)
         batch["dedup_similarity"] = object_column(sims)
         batch["dedup_nearest_id"] = object_column(nearest)
@@ -117,7 +116,7 @@ class SemanticDedup(Operator):
             value = column[i]
             vector = None if value is None else np.asarray(value, dtype=np.float32).ravel()
             if vector is None or vector.size == 0 or not np.all(np.isfinite(vector)) or not vector.any():
-                reject(batch, i, STAGE, "invalid_embedding", detail="missing, empty, zero or not finite")
+                reject(batch, i, self.name, "invalid_embedding", detail="missing, empty, zero or not finite")
                 continue
             rows.append(i)
             vectors.append(vector)

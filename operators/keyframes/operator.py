@@ -12,13 +12,14 @@ from typing import ClassVar
 import numpy as np
 
 from operators.base import Batch, Operator, Resources, RowRejected, cell
+from operators.dataset.schema import KEYFRAMES_DIR
 from operators.io import join, write_bytes_atomic
 from operators.keyframes.select import KeyframeConfig, select_keyframes
 from operators.video.frames import decode_image, encode_jpeg
 
 logger = logging.getLogger(__name__)
 
-KEYFRAME_DIR = "keyframes"
+KEYFRAME_DIR = KEYFRAMES_DIR
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 

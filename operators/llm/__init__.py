@@ -1,13 +1,16 @@
 """The API client layer shared by every operator that calls an OpenAI-compatible endpoint.
 
-- :mod:`.config`: ``LLMConfig`` (endpoint, rate limits, retries, prices, budget, cache) and
-  ``FakeServerConfig`` (the local test server for smoke runs).
+- :mod:`.config`: ``LLMConfig`` (endpoint, rate limits, retries, prices, budget, cache).
 - :mod:`.tokens`: token estimates for text and images, made before a call.
 - :mod:`.limiter`: ``RateLimiter``, the requests/min and tokens/min budgets (one per cluster).
 - :mod:`.cache`: ``ResponseCache``, content-addressed answers on the output storage.
 - :mod:`.budget`: ``Budget`` (the spending cap) and ``Usage`` (per-video tallies).
-- :mod:`.client`: ``LLMClient``, one call = cache, limiter, call, retries, reconcile.
-- :mod:`.test_server`: ``FakeOpenAIServer``, a local OpenAI-compatible server for tests.
+- :mod:`.transport`: how a call reaches the endpoint (``OpenAITransport``; tests inject fakes).
+- :mod:`.client`: ``LLMClient``, one call = cache, limiter, transport, retries, reconcile.
+- :mod:`.errors`: what a call can fail with, and which rejections a rerun may overturn.
+- :mod:`.messages`: chat message and image parts.
 
-Nothing here imports Ray; ``openai`` and ``aiohttp`` are imported where they are used.
+The stages that use it (DiffSW captions, summaries) live in :mod:`operators.captions`; the local
+test server in :mod:`testing.fake_server`. Nothing here imports Ray; ``openai`` is imported
+where it is used.
 """

@@ -4,8 +4,9 @@ One call: cache lookup -> limiter.acquire(estimate) -> HTTP call -> reconcile th
 the rate-limit headers, charge the budget, store the answer. Retryable failures (429, 408, 409,
 5xx, timeouts, dropped connections, malformed bodies) back off with full jitter up to
 ``max_attempts``; a 429 pauses every caller of the limiter for Retry-After. Errors retrying
-cannot fix raise ``PermanentCallError`` at once. The limiter and the budget are injected, so a
-Ray actor proxy (any object with the same async methods) can stand in for the local ones.
+cannot fix raise ``PermanentCallError`` at once. The limiter, the budget and the transport are
+injected: a Ray actor proxy (any object with the same async methods) can stand in for the local
+limiter and budget, and a fake transport (:mod:`operators.llm.transport`) for the endpoint.
 """
 
 from __future__ import annotations
@@ -33,6 +34,14 @@ from operators.llm.errors import (
 )
 from operators.llm.limiter import Permit, RateLimiter, retry_after_seconds
 from operators.llm.tokens import estimate_prompt_tokens, estimate_text_tokens_fallback, text_counter
+from operators.llm.transport import (
+    ChatTransport,
+    ConnectionFailure,
+    MalformedResponse,
+    OpenAITransport,
+    StatusError,
+    Timeout,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +112,7 @@ class LLMClient:
         cache: ResponseCache | None = None,
         base_url: str | None = None,
         rng: random.Random | None = None,
+        transport: ChatTransport | None = None,
     ) -> None:
         self.config = config
         self.base_url = base_url or config.base_url
@@ -116,29 +126,28 @@ class LLMClient:
         self.cache = cache
         self._rng = rng or random.Random()
         self._secret: str | None = None
-        self._openai: Any = None
+        self._transport: ChatTransport | None = transport
         self._count_text = estimate_text_tokens_fallback
 
     def __repr__(self) -> str:
         return f"LLMClient(base_url={self.base_url!r}, model={self.config.model!r}, api_key=***)"
 
     def setup(self) -> None:
-        """Read the key from the environment and open the HTTP client (once per worker)."""
-        import openai
-
+        """Read the key from the environment and open the transport (once per worker); an
+        injected transport is used as it is."""
+        self._count_text = text_counter(self.config.model, self.config.tokenizer)
+        if self._transport is not None:
+            return
         env = self.config.api_key_env
         key = os.environ.get(env) if env else "unused"
         if not key:
             raise MissingAPIKeyError(f"environment variable {env} (llm.api_key_env) is not set")
         self._secret = key if env else None
-        self._openai = openai.AsyncOpenAI(
-            base_url=self.base_url, api_key=key, max_retries=0, timeout=self.config.timeout_s
-        )
-        self._count_text = text_counter(self.config.model, self.config.tokenizer)
+        self._transport = OpenAITransport(self.base_url, key, self.config.timeout_s)
 
     async def close(self) -> None:
-        if self._openai is not None:
-            await self._openai.close()
+        if self._transport is not None:
+            await self._transport.close()
 
     async def start_video(self) -> bool:
         """Whether the budget allows one more video to start."""
@@ -168,7 +177,7 @@ class LLMClient:
         keeps raw answers and parses them again on a hit: a stricter parser never trusts an
         answer an older one let through.
         """
-        if self._openai is None:
+        if self._transport is None:
             raise RuntimeError("LLMClient.setup() was not called")
         usage = usage if usage is not None else Usage()
         params = {"max_tokens": max_tokens, "temperature": self.config.temperature, **parameters}
@@ -247,70 +256,53 @@ class LLMClient:
         attempt: int,
         parse: Callable[[str], str] | None = None,
     ) -> CallResult:
-        import openai
-
-        # Failures are raised outside the except blocks: no exception chain keeps the SDK's
+        # Failures are raised outside the except blocks: no exception chain keeps the server's
         # message (which may quote the key) attached to ours.
         failure: LLMCallError | _Retryable | None = None
         try:
-            raw = await self._openai.chat.completions.with_raw_response.create(
-                model=self.config.model, messages=list(messages), **params
-            )
-        except openai.APIStatusError as exc:
-            headers = dict(exc.response.headers)
-            await self.limiter.observe_headers(headers)
-            failure = await self._status_error(exc, headers, permit, params["max_tokens"])
-        except openai.APITimeoutError:
-            failure = _Retryable("timeout", f"no answer within {self.config.timeout_s} s")
-        except openai.APIConnectionError as exc:
-            failure = _Retryable("connection", scrub(str(exc.__cause__ or exc), self._secret))
+            response = await self._transport.create(self.config.model, messages, **params)
+        except StatusError as exc:
+            await self.limiter.observe_headers(exc.headers)
+            failure = await self._status_error(exc, permit)
+        except Timeout as exc:
+            failure = _Retryable("timeout", exc.detail)
+        except ConnectionFailure as exc:
+            failure = _Retryable("connection", scrub(exc.detail, self._secret))
+        except MalformedResponse as exc:
+            await self.limiter.observe_headers(exc.headers)
+            failure = _Retryable("malformed_response", scrub(exc.detail, self._secret))
         if failure is not None:
             raise failure
-        await self.limiter.observe_headers(dict(raw.headers))
-        try:
-            completion = raw.parse()
-            choice = completion.choices[0]
-            message = choice.message
-        except Exception as exc:  # the body is not a chat completion
-            failure = _Retryable(
-                "malformed_response", scrub(f"{type(exc).__name__}: {exc}"[:300], self._secret)
-            )
-        if failure is not None:
-            raise failure
-        text = (message.content or "").strip()
-        if completion.usage is not None:
-            prompt, output = completion.usage.prompt_tokens, completion.usage.completion_tokens
+        await self.limiter.observe_headers(response.headers)
+        text = response.text
+        if response.prompt_tokens is not None and response.completion_tokens is not None:
+            prompt, output = response.prompt_tokens, response.completion_tokens
         else:  # some servers omit usage: bill our estimate
             prompt, output = permit.tokens - params["max_tokens"], self._count_text(text)
         cost = call_cost(self.config.price(), prompt, output)
         await self.limiter.reconcile(permit, prompt + self._counted_output(params, output))
         await _resolve(self.budget.charge(cost))
         usage.add_call(prompt, output, cost, cached=False)
-        if choice.finish_reason == "content_filter":
+        if response.finish_reason == "content_filter":
             raise PermanentCallError("content_policy", "the answer was stopped by the content filter")
-        refusal = getattr(message, "refusal", None)
+        refusal = response.refusal
         if refusal or not text or looks_like_refusal(text):
             raise RefusalError("refusal", scrub(refusal or text or "empty answer", self._secret)[:300])
         if parse is not None and _parsed(text, parse) is None:
             raise RefusalError("unusable_answer", scrub(text, self._secret)[:300])
-        if choice.finish_reason == "length":
+        if response.finish_reason == "length":
             logger.warning("answer cut at max_tokens=%s", params["max_tokens"])
         return CallResult(
-            text, prompt, output, cost, cached=False, attempts=attempt, finish_reason=choice.finish_reason
+            text, prompt, output, cost, cached=False, attempts=attempt, finish_reason=response.finish_reason
         )
 
     def _counted_output(self, params: Mapping[str, Any], output: int) -> int:
         """The output tokens the provider counts against tokens/min (``llm.token_accounting``)."""
         return int(params["max_tokens"]) if self.config.token_accounting == "reserved" else output
 
-    async def _status_error(
-        self, exc: Any, headers: dict[str, str], permit: Permit, max_tokens: int
-    ) -> LLMCallError | _Retryable:
-        status = exc.status_code
-        body = exc.body if isinstance(exc.body, dict) else {}
-        error = body.get("error", body) if isinstance(body.get("error", body), dict) else {}
-        code = str(error.get("code") or error.get("type") or "")
-        detail = scrub(f"HTTP {status} {code}: {error.get('message') or exc.message}", self._secret)[:500]
+    async def _status_error(self, exc: StatusError, permit: Permit) -> LLMCallError | _Retryable:
+        status, code, headers = exc.status, exc.code, exc.headers
+        detail = scrub(f"HTTP {status} {code}: {exc.message}", self._secret)[:500]
         if status == 429 and code != "insufficient_quota":
             pause = retry_after_seconds(headers)
             pause = (

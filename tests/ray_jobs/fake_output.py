@@ -8,7 +8,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from operators.dataset.writer import DATASET_SCHEMA, REJECTED_SCHEMA, parquet_bytes, to_table
+from operators.dataset.schema import DATASET_SCHEMA, REJECTED_SCHEMA
+from operators.dataset.writer import parquet_bytes, to_table
 
 COLORS = [(200, 40, 40), (40, 160, 60), (40, 70, 200), (220, 180, 30)]
 
@@ -45,7 +46,7 @@ VIDEOS = [
 ]
 UNCAPTIONED = video("pending", [0.0, 3.0], captioned=False)
 REJECTED = [
-    {"video_id": "alpha_copy", "uri": "/videos/alpha_copy.mp4", "stage": "dedup", "reason": "duplicate",
+    {"video_id": "alpha_copy", "uri": "/videos/alpha_copy.mp4", "stage": "semantic_dedup", "reason": "duplicate",
      "detail": json.dumps({"nearest_id": "alpha", "similarity": 0.9712})},
     {"video_id": "long", "uri": "/videos/long.mp4", "stage": "duration_filter", "reason": "too_long",
      "detail": "duration 131.000 s > max_duration_s 120.0 s"},

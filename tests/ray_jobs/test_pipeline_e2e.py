@@ -61,7 +61,7 @@ def test_every_sample_appears_once_with_its_fate(smoke):
 def test_near_identical_source_captions_are_deduplicated(smoke):
     out, _ = smoke
     dup = rows(out / "rejected")["three_scenes_again"]
-    assert (dup["stage"], dup["reason"]) == ("dedup", "duplicate")
+    assert (dup["stage"], dup["reason"]) == ("semantic_dedup", "duplicate")
     detail = json.loads(dup["detail"])
     assert detail["nearest_id"] == "three_scenes"
     assert 0.85 <= detail["similarity"] < 1.0

@@ -20,8 +20,10 @@ import pytest
 
 import operators.io
 from operators.base import object_column
-from operators.dataset.resume import drop_rejections, read_column_values, remove_temp_files, resume_state
-from operators.dataset.writer import REJECTED_SCHEMA, WriteShards, parquet_bytes, to_table
+from operators.dataset.reader import read_column_values
+from operators.dataset.resume import drop_rejections, remove_temp_files, resume_state
+from operators.dataset.schema import REJECTED_SCHEMA
+from operators.dataset.writer import WriteShards, parquet_bytes, to_table
 from ray_jobs.exports import captioned_rows
 from tests.ray_jobs.conftest import sg4v
 from tests.reliability.llm_runs import (

@@ -45,6 +45,7 @@ def test_canary_key_is_used_but_never_written(tmp_path):
         config = yaml.safe_load(text.replace("out/samples", str(samples)).replace("out/smoke", str(tmp_path / "out")))
         config["llm"] = {"model": "fake-vlm", "base_url": url, "api_key_env": "SG4V_CANARY_KEY",
                          "token_accounting": "usage"}
+        config["test_server"] = {"enabled": False}  # the calls go to the server that needs the key
         path = tmp_path / "job.yaml"
         path.write_text(yaml.safe_dump(config))
         result = sg4v("run", str(path), env={"SG4V_CANARY_KEY": CANARY, "RAY_TMPDIR": str(ray_tmp)})

@@ -2,7 +2,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from operators.base import object_column
-from operators.dataset.writer import DATASET_SCHEMA, REJECTED_SCHEMA, WriteShards
+from operators.dataset.schema import DATASET_SCHEMA, REJECTED_SCHEMA
+from operators.dataset.writer import WriteShards
 
 
 def batch():

@@ -28,7 +28,7 @@ def test_duplicates_are_rejected_with_nearest_kept_video():
     out = run(op, make_batch(["a", "b", "a2"], [3 * A, B, NEAR_A]))
     assert list(out["dedup_rank"]) == [0, 1, 2]
     assert list(out["reject_reason"]) == [None, None, "duplicate"]
-    assert out["reject_stage"][2] == "dedup"
+    assert out["reject_stage"][2] == "semantic_dedup"
     detail = json.loads(out["reject_detail"][2])
     assert detail["nearest_id"] == "a" and detail["similarity"] >= 0.9
     assert out["dedup_nearest_id"][2] == "a" and out["dedup_similarity"][2] == detail["similarity"]

@@ -1,0 +1,86 @@
+"""The on-disk format of a run's output: folder and file names, column names, Arrow schemas.
+
+Everything that reads or writes an output (the writer, resume, exports, the report, the dedup
+rebuild) takes its names from here; a column name spelled out as a string in two modules is a
+drift waiting to happen.
+
+    OUTPUT/
+      dataset/*.parquet     one row per kept video (DATASET_SCHEMA)
+      rejected/*.parquet    one row per dropped video (REJECTED_SCHEMA)
+      keyframes/            keyframe images, referenced by KEYFRAME_PATHS
+      llm_cache/            content-addressed API responses
+      stats.json            counts, timings, tokens, cost of the last run
+      config.yaml           the resolved config, without secrets
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+# Folders and files.
+DATASET_DIR = "dataset"
+REJECTED_DIR = "rejected"
+KEYFRAMES_DIR = "keyframes"
+LLM_CACHE_DIR = "llm_cache"
+STATS_FILE = "stats.json"
+CONFIG_FILE = "config.yaml"
+#: Folders whose files describe each video's fate (a rerun reads them).
+RESULT_DIRS = (DATASET_DIR, REJECTED_DIR)
+#: Prefix of the names files are written under before the rename that makes them visible.
+TEMP_PREFIX = ".tmp-"
+
+# Columns several modules read by name.
+VIDEO_ID = "video_id"
+SOURCE = "source"
+URI = "uri"
+CLIP_START = "clip_start"
+CLIP_END = "clip_end"
+DURATION = "duration"
+WIDTH = "width"
+HEIGHT = "height"
+SHORT_CAPTION = "short_caption"
+TEXT_EMBEDDING = "text_embedding"
+DEDUP_RANK = "dedup_rank"
+KEYFRAME_TIMESTAMPS = "keyframe_timestamps"
+KEYFRAME_PATHS = "keyframe_paths"
+CAPTIONS = "captions"
+SUMMARY = "summary"
+USAGE = "usage"
+STAGE = "stage"
+REASON = "reason"
+DETAIL = "detail"
+
+USAGE_TYPE = pa.struct([
+    ("calls", pa.int64()), ("cached_calls", pa.int64()), ("input_tokens", pa.int64()),
+    ("output_tokens", pa.int64()), ("cost_usd", pa.float64()),
+])
+CAPTION_TYPE = pa.struct([
+    ("idx", pa.int64()), ("timestamp", pa.float64()), ("kind", pa.string()), ("text", pa.string()),
+])
+
+#: Columns of ``dataset/*.parquet``, in order. Columns a run has no stage for are left out.
+DATASET_SCHEMA = pa.schema([
+    (VIDEO_ID, pa.string()), (SOURCE, pa.string()), (URI, pa.string()),
+    (CLIP_START, pa.float64()), (CLIP_END, pa.float64()), (DURATION, pa.float64()),
+    ("file_duration", pa.float64()), ("fps", pa.float64()), ("fps_num", pa.int64()),
+    ("fps_den", pa.int64()), (WIDTH, pa.int64()), (HEIGHT, pa.int64()),
+    ("rotation", pa.int64()), ("codec", pa.string()), ("num_frames", pa.int64()),
+    ("size_bytes", pa.int64()), ("source_caption", pa.string()),
+    ("frame_timestamps", pa.list_(pa.float64())),
+    (SHORT_CAPTION, pa.string()), (TEXT_EMBEDDING, pa.list_(pa.float32())),
+    (DEDUP_RANK, pa.int64()),
+    ("keyframe_indices", pa.list_(pa.int64())), (KEYFRAME_TIMESTAMPS, pa.list_(pa.float64())),
+    (KEYFRAME_PATHS, pa.list_(pa.string())),
+    (CAPTIONS, pa.list_(CAPTION_TYPE)), (SUMMARY, pa.string()), (USAGE, USAGE_TYPE),
+])
+
+#: Columns of ``rejected/*.parquet``.
+REJECTED_SCHEMA = pa.schema([
+    (VIDEO_ID, pa.string()), (SOURCE, pa.string()), (URI, pa.string()),
+    (CLIP_START, pa.float64()), (CLIP_END, pa.float64()),
+    (STAGE, pa.string()), (REASON, pa.string()), (DETAIL, pa.string()),
+    (DEDUP_RANK, pa.int64()), (USAGE, USAGE_TYPE),
+])
+
+#: In the pipeline a rejection travels in the row's ``reject_*`` columns; on disk they are named so.
+REJECT_COLUMN_ON_DISK = {"reject_stage": STAGE, "reject_reason": REASON, "reject_detail": DETAIL}
