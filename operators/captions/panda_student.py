@@ -113,3 +113,8 @@ class _Args:
     def __init__(self, cfg_path: str, options: list[str]) -> None:
         self.cfg_path = cfg_path
         self.options = options
+
+
+def from_stage_config(config: Any) -> PandaStudentCaptioner:
+    """The ``panda_student`` backend of the short-caption stage (``CAPTIONER_BACKENDS``)."""
+    return PandaStudentCaptioner(config.panda_student, config.prompt, config.device)

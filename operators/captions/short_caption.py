@@ -8,6 +8,7 @@ e.g. Panda-70M's CSV: no model, no GPU).
 
 from __future__ import annotations
 
+import importlib
 import logging
 import re
 from typing import Any, Literal
@@ -43,8 +44,26 @@ class PandaStudentConfig(StrictModel):
     image_size: int = Field(224, gt=0, description="Frame size the model was trained on.")
 
 
+#: Short-caption backends, one line each: name -> ``"module:factory"`` of a captioner. The
+#: factory takes the stage's :class:`ShortCaptionConfig` and returns an object with ``load()``
+#: (once per worker) and ``caption(videos) -> list[str]`` (``videos``: lists of RGB frames).
+#: ``source`` (the row's own caption, no model) is built into the stage.
+CAPTIONER_BACKENDS: dict[str, str] = {
+    "hf_image": "operators.captions.hf_captioners:HFImageCaptioner",
+    "hf_vlm": "operators.captions.hf_captioners:HFVLMCaptioner",
+    "panda_student": "operators.captions.panda_student:from_stage_config",
+}
+BackendName = Literal[(*CAPTIONER_BACKENDS, "source")]  # type: ignore[valid-type]
+
+
+def load_backend(name: str) -> Any:
+    """The factory registered for backend ``name``."""
+    module, attr = CAPTIONER_BACKENDS[name].split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
 class ShortCaptionConfig(StrictModel):
-    backend: Literal["hf_image", "hf_vlm", "panda_student", "source"] = Field(
+    backend: BackendName = Field(
         "hf_image",
         description="Which captioner writes short_caption (see operators/captions/short_caption.py).",
     )
@@ -118,15 +137,7 @@ class ShortCaption(Operator):
         cfg = self.config
         if cfg.backend == "source" or self.captioner is not None:
             return
-        if cfg.backend == "panda_student":
-            from operators.captions.panda_student import PandaStudentCaptioner
-
-            captioner: Any = PandaStudentCaptioner(cfg.panda_student, cfg.prompt, cfg.device)
-        else:
-            from operators.captions.hf_captioners import HFImageCaptioner, HFVLMCaptioner
-
-            cls = HFImageCaptioner if cfg.backend == "hf_image" else HFVLMCaptioner
-            captioner = cls(cfg)
+        captioner = load_backend(cfg.backend)(cfg)
         captioner.load()
         self.captioner = captioner  # only once loaded: a failed load is retried, not half-used
 

@@ -8,12 +8,12 @@ row per sample by the :class:`ExpandShards` operator, so that shards are read in
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Union, get_args
 
 from pydantic import Field, TypeAdapter
 
-from operators.sources import bdd100k, ego4d, folder, manifest, panda70m, webdataset
 from operators.sources.bdd100k import BDD100KSource
 from operators.sources.common import ROW_COLUMNS, make_row
 from operators.sources.ego4d import Ego4DSource
@@ -22,19 +22,26 @@ from operators.sources.manifest import ManifestSource
 from operators.sources.panda70m import Panda70MSource
 from operators.sources.webdataset import ExpandShards, WebDatasetSource
 
+#: The source kinds, one line each: the module under ``operators/sources/`` that defines the
+#: kind's config model (``CONFIG``, with a ``kind`` literal) and ``list_rows(config)``.
+SOURCE_MODULES: tuple[str, ...] = (
+    "folder",
+    "manifest",
+    "panda70m",
+    "ego4d",
+    "bdd100k",
+    "webdataset",
+)
+
+_MODULES = {name: importlib.import_module(f"operators.sources.{name}") for name in SOURCE_MODULES}
+_LISTERS: dict[str, Callable[[Any], Iterator[dict[str, Any]]]] = {
+    get_args(m.CONFIG.model_fields["kind"].annotation)[0]: m.list_rows for m in _MODULES.values()
+}
+
 SourceConfig = Annotated[
-    FolderSource | ManifestSource | Panda70MSource | Ego4DSource | BDD100KSource | WebDatasetSource,
+    Union[tuple(m.CONFIG for m in _MODULES.values())],  # noqa: UP007 (built from the registry)
     Field(discriminator="kind"),
 ]
-
-_LISTERS: dict[str, Callable[[Any], Iterator[dict[str, Any]]]] = {
-    "folder": folder.list_rows,
-    "manifest": manifest.list_rows,
-    "panda70m": panda70m.list_rows,
-    "ego4d": ego4d.list_rows,
-    "bdd100k": bdd100k.list_rows,
-    "webdataset": webdataset.list_rows,
-}
 
 
 def parse_source_config(data: Any) -> SourceConfig:

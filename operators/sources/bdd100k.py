@@ -57,3 +57,7 @@ def list_rows(config: BDD100KSource) -> Iterator[dict[str, Any]]:
         logger.info("bdd100k %s: %d videos", split, len(paths))
         rows.extend(make_row(relative_id(p, root), config.kind, to_uri(fs, p)) for p in paths)
     return reject_duplicates(rows)
+
+
+#: The config model of this source kind (the registry in ``operators.sources`` reads it).
+CONFIG = BDD100KSource

@@ -119,3 +119,7 @@ def list_rows(config: Ego4DSource) -> Iterator[dict[str, Any]]:
     logger.info("ego4d source %s: %d videos", config.metadata, len(videos))
     rows = (row for number, video in enumerate(videos) for row in _video_rows(video, number, config, files, rules))
     return reject_duplicates(rows)
+
+
+#: The config model of this source kind (the registry in ``operators.sources`` reads it).
+CONFIG = Ego4DSource

@@ -46,3 +46,7 @@ def list_rows(config: FolderSource) -> Iterator[dict[str, Any]]:
     logger.info("folder source %s: %d files", config.path, len(paths))
     rows = (make_row(relative_id(p, root), config.kind, to_uri(fs, p)) for p in paths)
     return reject_duplicates(rows)
+
+
+#: The config model of this source kind (the registry in ``operators.sources`` reads it).
+CONFIG = FolderSource

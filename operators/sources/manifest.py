@@ -146,3 +146,7 @@ def list_rows(config: ManifestSource) -> Iterator[dict[str, Any]]:
     rules = config.rules([folder, config.root])
     rows = (_row(record, n, root, rules) for n, record in enumerate(_records(config, fmt), start=1))
     return reject_duplicates(rows)
+
+
+#: The config model of this source kind (the registry in ``operators.sources`` reads it).
+CONFIG = ManifestSource

@@ -154,3 +154,7 @@ def list_rows(config: Panda70MSource) -> Iterator[dict[str, Any]]:
                 continue
             yield from _video_rows(record, config, files, rules, duplicate=video_id in seen)
             seen.add(video_id)
+
+
+#: The config model of this source kind (the registry in ``operators.sources`` reads it).
+CONFIG = Panda70MSource

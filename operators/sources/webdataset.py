@@ -185,3 +185,7 @@ class ExpandShards(Operator):
             else:
                 rows.append(row)
         return rows_to_batch(rows)
+
+
+#: The config model of this source kind (the registry in ``operators.sources`` reads it).
+CONFIG = WebDatasetSource

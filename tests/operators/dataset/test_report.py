@@ -56,8 +56,8 @@ def test_dataset_summary_numbers():
     s = dataset_summary(rows, REJECTED, {"inputs": 9, "wall_seconds": 3.0, "other": 1})
     assert (s["kept"], s["captioned"], s["rejected"]) == (5, 4, 4)
     assert s["byReason"][0] == ["probe", "not_a_video", 2]
-    assert sorted(map(tuple, s["byReason"][1:])) == [("dedup", "duplicate", 1),
-                                                     ("duration_filter", "too_long", 1)]
+    assert sorted(map(tuple, s["byReason"][1:])) == [("duration_filter", "too_long", 1),
+                                                     ("semantic_dedup", "duplicate", 1)]
     assert s["duplicates"] == [{"id": "alpha_copy", "uri": "/videos/alpha_copy.mp4", "nearest": "alpha",
                                 "similarity": 0.9712}]
     assert s["keyframesHist"] == [(1, 1), (2, 2), (3, 1), (4, 1)] and s["keyframesTotal"] == 12
