@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
@@ -11,34 +9,14 @@ from operators.base import object_column
 from operators.keyframes.clip_encoder import ClipEncode
 from operators.keyframes.clip_model import ClipConfig
 from operators.video.frames import encode_jpeg
-
-TINY_CLIP = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
+from testing.tiny_models import save_tiny_clip
 
 
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Config file, model name and checkpoint path of a random-weight tiny CLIP."""
-    import open_clip
-    import torch
-
     root = tmp_path_factory.mktemp("tiny_clip")
-    config_path = root / "tiny-clip-test.json"
-    config_path.write_text(json.dumps(TINY_CLIP))
-    open_clip.add_model_config(config_path)
-    torch.manual_seed(0)
-    model = open_clip.create_model("tiny-clip-test", pretrained=None)
-    checkpoint = root / "tiny-clip-test.pt"
-    torch.save(model.state_dict(), checkpoint)
-    return {
-        "model": "tiny-clip-test",
-        "model_config_path": str(config_path),
-        "pretrained": str(checkpoint),
-        "root": str(root),
-    }
+    return {**save_tiny_clip(root), "root": str(root)}
 
 
 def config(tiny_clip: dict[str, str], **overrides: object) -> ClipConfig:
@@ -161,7 +139,7 @@ def test_corrupt_frame_rejects_only_its_row(encoder: ClipEncode) -> None:
 def test_load_failure_names_model_and_weights(tiny_clip: dict[str, str], tmp_path) -> None:  # type: ignore[no-untyped-def]
     missing = str(tmp_path / "missing.pt")
     op = ClipEncode(config(tiny_clip, pretrained=missing))
-    with pytest.raises(RuntimeError, match="tiny-clip-test") as info:
+    with pytest.raises(RuntimeError, match=tiny_clip["model"]) as info:
         op.setup()
     assert missing in str(info.value)
 
