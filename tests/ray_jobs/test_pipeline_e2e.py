@@ -55,7 +55,7 @@ def test_every_sample_appears_once_with_its_fate(smoke):
     assert not set(kept) & set(rejected)
     assert set(kept) | set(rejected) == {Path(name).stem for name in SAMPLE_CAPTIONS}
     assert set(kept) == {"three_scenes", "one_scene", "moving"}
-    assert "rejected at dedup: duplicate x1" in result.stdout
+    assert "rejected at semantic_dedup: duplicate x1" in result.stdout
 
 
 def test_near_identical_source_captions_are_deduplicated(smoke):
