@@ -26,7 +26,7 @@ FEATURE_NAMES = {
 @dataclass(frozen=True)
 class ThresholdMatch:
     """The threshold whose per-video counts come closest to ``target``, and the range of
-    searched thresholds that come as close."""
+    searched thresholds that come as close (``threshold`` is the one nearest its middle)."""
 
     threshold: float
     low: float
@@ -71,7 +71,9 @@ def match_threshold(
         evaluate(np.arange(best - 10 * step, best + 10 * step + 1e-9, step))
     best_score = min(score for score, _ in scored.values())
     tied = sorted(t for t, (score, _) in scored.items() if score == best_score)
-    chosen = tied[len(tied) // 2]
+    # The middle of the band (among thresholds that tie) leaves the most room for other videos.
+    middle = (tied[0] + tied[-1]) / 2
+    chosen = min(tied, key=lambda t: abs(t - middle))
     return ThresholdMatch(chosen, tied[0], tied[-1], scored[chosen][1], target)
 
 
