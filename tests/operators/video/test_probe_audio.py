@@ -112,3 +112,17 @@ class _Stream:
 )
 def test_stream_duration_reads_the_matroska_tag(metadata, expected):
     assert probe_module.stream_duration(_Stream(metadata)) == expected
+
+
+def test_probe_row_and_sampled_frames_use_the_video_duration(long_audio):
+    from operators.base import object_column
+    from operators.video.probe import ProbeVideo
+    from operators.video.sample import sample_frames
+
+    uris = [str(long_audio["mkv"]), str(long_audio["webm"])]
+    out = ProbeVideo()({"video_id": np.array(["mkv", "webm"]), "uri": np.array(uris),
+                        "clip_start": object_column([None, None]), "clip_end": object_column([None, None])})
+    assert list(out.get("reject_reason", [None, None])) == [None, None]  # the column comes with a rejection
+    assert list(out["duration"]) == pytest.approx([6.0, 6.0]) and list(out["num_frames"]) == [150, 150]
+    frames, times = sample_frames(uris[0])
+    assert times[:3] == pytest.approx([0.0, 2.0, 4.0]) and times[-1] <= 6.0
