@@ -78,6 +78,8 @@ def main() -> None:
     parser.add_argument("--model", default="ViT-L-14-336")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    parser.add_argument("--feature", default="cls", choices=["cls", "embed"],
+                        help="clip.feature ('auto' precision is fp32 for cls, bf16 on CUDA for embed)")
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--compile", action="store_true", help="torch.compile the image tower")
@@ -99,6 +101,7 @@ def main() -> None:
         pretrained=None,
         device=args.device,
         precision=args.precision,
+        feature=args.feature,
         image_batch_size=args.batch,
         compile=args.compile,
     )
@@ -120,7 +123,7 @@ def main() -> None:
     seconds = time.perf_counter() - start
     images_per_s = args.batch * args.iters / seconds
 
-    precision = args.precision if args.precision != "auto" else ("bf16" if on_cuda else "fp32")
+    precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[encoder.dtype]
     device_name = torch.cuda.get_device_name(encoder.device) if on_cuda else cpu_name()
     peak = peak_tflops(device_name, precision, args.peak_tflops)
     achieved = flops * images_per_s / 1e12
@@ -128,6 +131,7 @@ def main() -> None:
         "model": args.model if not args.tiny else "tiny ViT (width 64, 2 layers, patch 16, 64 px)",
         "device": device_name,
         "torch_threads": torch.get_num_threads(),
+        "feature": args.feature,
         "precision": precision,
         "compile": args.compile,
         "batch": args.batch,

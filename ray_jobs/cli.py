@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(sub.add_parser("validate", help="validate a config and print it resolved"))
     calibrate = sub.add_parser(
         "calibrate-keyframes",
-        help="print how many keyframes each CLIP similarity threshold gives on a sample of inputs")
+        help="print how many keyframes each CLIP similarity threshold gives on a sample of inputs, "
+        "for both CLIP features (cls, embed), and the embed threshold matching cls")
     _config_args(calibrate)
     calibrate.add_argument("--sample", type=int, default=20, help="videos to try (default 20)")
     calibrate.add_argument("--thresholds", default="0.80,0.85,0.88,0.90,0.92,0.93,0.94,0.96,0.98",
@@ -109,8 +110,9 @@ def estimate_cost(config, sample: int | None) -> int:
 
 
 def calibrate_keyframes(config, sample: int, thresholds: str) -> int:
-    """Keyframes per video for each threshold, on the CLIP model the config names."""
-    from operators.keyframes.calibrate import calibrate, format_calibration_table
+    """Keyframes per video for each threshold and both CLIP features (one pass each over the
+    same sample), on the CLIP model the config names, and the matching ``embed`` threshold."""
+    from operators.keyframes.threshold_match import format_feature_comparison
     from ray_jobs.dry_run import run_until
 
     try:
@@ -118,19 +120,20 @@ def calibrate_keyframes(config, sample: int, thresholds: str) -> int:
     except ValueError:
         print(f"error: --thresholds {thresholds!r}: expected numbers like 0.9,0.93", file=sys.stderr)
         return 2
+    by_feature = {}
     try:
-        rows, rejected, _ = run_until(config, "clip_encode", sample,
-                                   ["frame_embeddings", "frame_timestamps"],
-                                   skip=("short_caption", "text_embed", "semantic_dedup"))
+        for feature in ("cls", "embed"):
+            clip = config.clip.model_copy(update={"feature": feature})
+            rows, rejected, _ = run_until(config.model_copy(update={"clip": clip}), "clip_encode", sample,
+                                       ["video_id", "duration", "frame_embeddings", "frame_timestamps"],
+                                       skip=("short_caption", "text_embed", "semantic_dedup"))
+            by_feature[feature] = rows
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    import numpy as np
-
-    table = calibrate([np.asarray(r["frame_embeddings"], dtype=np.float32) for r in rows],
-                      [list(r["frame_timestamps"]) for r in rows], values, config.keyframes)
-    print(f"{len(rows)} videos ({rejected} rejected on the way), model {config.clip.model}:")
-    print(format_calibration_table(table, default=config.keyframes.threshold))
+    print(f"{len(rows)} videos ({rejected} rejected on the way), model {config.clip.model}, "
+          f"channel order {config.clip.channel_order}:")
+    print(format_feature_comparison(by_feature, values, config.keyframes))
     return 0
 
 

@@ -29,6 +29,7 @@ class RunSummary:
     output: str
     inputs: int = 0
     skipped_done: int = 0
+    skipped_by_extension: Counter = field(default_factory=Counter)  # files that are not inputs
     retried: int = 0
     kept: int = 0
     rejected: Counter = field(default_factory=Counter)
@@ -48,6 +49,8 @@ class RunSummary:
             "output": self.output,
             "inputs": self.inputs,
             "skipped_already_done": self.skipped_done,
+            "skipped_by_extension": sum(self.skipped_by_extension.values()),
+            "skipped_by_extension_detail": dict(self.skipped_by_extension.most_common()),
             "retried_rejections": self.retried,
             "processed": self.kept + self.rejected_total,
             "kept": self.kept,
@@ -66,6 +69,10 @@ class RunSummary:
             + (f", {self.retried} rejections retried" if self.retried else "")
             + f" in {self.wall_seconds:.1f}s -> {self.output}",
         ]
+        if self.skipped_by_extension:
+            lines.append(f"  not listed (extension not in the source's `extensions`): "
+                         f"{sum(self.skipped_by_extension.values())} files: "
+                         + ", ".join(f"{e} x{n}" for e, n in self.skipped_by_extension.most_common(8)))
         for (stage, reason), count in sorted(self.rejected.items()):
             lines.append(f"  rejected at {stage}: {reason} x{count}")
         for stage, seconds in self.stage_seconds.items():
@@ -149,13 +156,17 @@ def prepare_output(config: PipelineConfig) -> None:
     write_bytes_atomic(join(config.output, CONFIG_FILE), resolved_yaml(config).encode())
 
 
-def collect_rows(config: PipelineConfig) -> list[dict[str, Any]]:
+def collect_rows(config: PipelineConfig, skipped: Counter | None = None) -> list[dict[str, Any]]:
     """Every source's rows, listed on the driver. A source that cannot be listed at all (a
-    missing folder, a manifest without a ``uri`` column) is a config error, named as such."""
+    missing folder, a manifest without a ``uri`` column) is a config error, named as such.
+    Files a listing left out for their extension are counted into ``skipped``."""
     rows: list[dict[str, Any]] = []
     for i, source in enumerate(config.input):
         try:
-            rows.extend(list_source_rows(source))
+            listing = list_source_rows(source)
+            rows.extend(listing)
+            if skipped is not None:
+                skipped.update(getattr(listing, "skipped_by_extension", None) or {})
         except (OSError, ValueError) as exc:
             raise ConfigError(f"input.{i} ({source.kind}): {exc}") from exc
     return rows
@@ -168,8 +179,9 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
     started = time.perf_counter()
     check_api_key(config)
     prepare_output(config)
-    rows = collect_rows(config)
-    summary = RunSummary(output=config.output, inputs=len(rows))
+    summary = RunSummary(output=config.output)
+    rows = collect_rows(config, summary.skipped_by_extension)
+    summary.inputs = len(rows)
     rows = resume(config.output, rows, summary)
     if rows:
         init_ray(config)

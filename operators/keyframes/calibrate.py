@@ -1,8 +1,10 @@
 """Keyframe-threshold calibration: how many keyframes each threshold gives on sample videos.
 
-The 0.93 default was set for CLIP ViT-L/14-336; other CLIP models spread their similarities
-differently, so a user embeds a sample of videos once and picks the threshold that gives the
-keyframe density they want (the paper's keyframes are a few seconds apart).
+The 0.93 default was set for CLIP ViT-L/14-336's class token (``clip.feature: cls``); the
+projected embedding (``embed``) and other CLIP models spread their similarities differently, so a
+user embeds a sample of videos once and picks the threshold that gives the keyframe density they
+want (the paper's keyframes are a few seconds apart). :func:`match_threshold` finds the
+threshold at which one feature gives the keyframe counts another gives at its threshold.
 """
 
 from __future__ import annotations
@@ -29,21 +31,31 @@ class CalibrationRow:
     seconds_per_keyframe: float  # total video time / total keyframes
     counts: tuple[int, ...]  # per video, in input order
 
+    @property
+    def keyframes_per_minute(self) -> float:
+        return 60.0 / self.seconds_per_keyframe if self.seconds_per_keyframe > 0 else float("nan")
+
 
 def calibrate(
     embeddings_per_video: Sequence[np.ndarray],
     timestamps_per_video: Sequence[Sequence[float]],
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     base: KeyframeConfig | None = None,
+    durations: Sequence[float] | None = None,
 ) -> list[CalibrationRow]:
     """Run :func:`select_keyframes` at every threshold (other rules from ``base``) on each video.
 
-    Blank skipping is not applied here (it needs pixels and barely changes the counts).
+    ``durations`` (seconds per video) give the video time per keyframe; without them, the span
+    of the sampled timestamps. Blank skipping is not applied here (it needs pixels and barely
+    changes the counts).
     """
     if len(embeddings_per_video) != len(timestamps_per_video):
         raise ValueError("one timestamp list per video is needed")
     base = (base or KeyframeConfig()).model_copy(update={"skip_leading_blank": False})
-    spans = [float(ts[-1]) - float(ts[0]) if len(ts) else 0.0 for ts in timestamps_per_video]
+    if durations is not None and len(durations) == len(timestamps_per_video):
+        spans = [float(d) for d in durations]
+    else:
+        spans = [float(ts[-1]) - float(ts[0]) if len(ts) else 0.0 for ts in timestamps_per_video]
     rows = []
     for threshold in thresholds:
         config = base.model_copy(update={"threshold": float(threshold)})
@@ -70,14 +82,15 @@ def calibrate(
 def format_calibration_table(rows: Sequence[CalibrationRow], default: float | None = 0.93) -> str:
     """A markdown table, one line per threshold; ``default`` is marked."""
     lines = [
-        "| threshold | mean keyframes/video | median | min | max | seconds per keyframe |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| threshold | mean keyframes/video | median | min | max | keyframes per minute | seconds per keyframe |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         mark = " (default)" if default is not None and abs(row.threshold - default) < 1e-9 else ""
         lines.append(
             f"| {row.threshold:.3f}{mark} | {row.mean_keyframes:.2f} | {row.median_keyframes:.1f} "
-            f"| {row.min_keyframes} | {row.max_keyframes} | {row.seconds_per_keyframe:.2f} |"
+            f"| {row.min_keyframes} | {row.max_keyframes} | {row.keyframes_per_minute:.2f} "
+            f"| {row.seconds_per_keyframe:.2f} |"
         )
     return "\n".join(lines)
 

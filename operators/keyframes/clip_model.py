@@ -1,7 +1,9 @@
-"""An open_clip image encoder: loading, preprocessing and batched, L2-normalized embedding.
+"""An open_clip image encoder: loading, preprocessing and batched, L2-normalized features.
 
 Kept apart from the operator so the benchmark and the calibration command use the same code.
-Frames are RGB uint8 arrays throughout (the official code fed OpenCV's BGR frames to CLIP).
+Frames are RGB uint8 arrays throughout; ``channel_order: bgr`` swaps them just before the model,
+as the official code did by feeding OpenCV's BGR frames to CLIP. Which feature comes out
+(``cls`` or ``embed``) is :mod:`operators.keyframes.clip_features`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 from pydantic import Field
 
 from operators.config import StrictModel
+from operators.keyframes.clip_features import Feature, check_cls_support, feature_dim, residual_cls
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +46,24 @@ class ClipConfig(StrictModel):
     device: str = Field(
         "auto", description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda', 'cuda:1'..."
     )
+    feature: Feature = Field(
+        "cls",
+        description="What keyframe selection compares. 'cls': the last layer's class token before "
+        "ln_post and the projection (CLIPVisionModel hidden_states[-1][:, 0], 1024-d for "
+        "ViT-L/14), the feature the paper's 0.93 threshold was set on. 'embed': open_clip's "
+        "encode_image (normalized projection, 768-d); needs another threshold "
+        "(`sg4v calibrate-keyframes` prints the matching one). 'cls' needs a ViT with token pooling.",
+    )
+    channel_order: Literal["rgb", "bgr"] = Field(
+        "rgb",
+        description="Channel order the model sees. 'rgb': correct colours. 'bgr': red and blue "
+        "swapped, as the released keyframe code fed OpenCV frames to CLIP; with feature 'cls' it "
+        "reproduces that code's similarities.",
+    )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto",
-        description="'auto': bf16 autocast on CUDA, fp32 on CPU. bf16/fp16 use autocast (CUDA only).",
+        description="'auto': fp32 for feature 'cls' (as the released code); for 'embed' bf16 "
+        "autocast on CUDA, fp32 on CPU. bf16/fp16 use autocast (CUDA only).",
     )
     image_batch_size: int = Field(
         256, ge=1, description="Images per forward pass; frames of all videos in a batch are pooled."
@@ -98,23 +116,31 @@ class ClipImageEncoder:
         elif mode == "tensor" and self.tensor_steps is None:
             raise ValueError(f"preprocess='tensor' does not support this model's transform: {transform}")
         self.preprocess_mode = mode
-        self._forward = self.model.encode_image
+        self._forward = self._cls if config.feature == "cls" else self.model.encode_image
+        if config.feature == "cls":
+            check_cls_support(self.model.visual)
         if config.compile:
-            self._forward = torch.compile(self.model.encode_image)
+            self._forward = torch.compile(self._forward)
         logger.info(
-            "CLIP %s/%s on %s, autocast=%s, preprocess=%s",
+            "CLIP %s/%s on %s, feature=%s, %s, autocast=%s, preprocess=%s",
             config.model,
             config.pretrained,
             self.device,
+            config.feature,
+            config.channel_order,
             self.dtype,
             mode,
         )
+
+    def _cls(self, pixels: Any) -> Any:
+        return residual_cls(self.model.visual, pixels)
 
     def _autocast_dtype(self, torch: Any) -> Any:
         precision = self.config.precision
         on_cuda = self.device.startswith("cuda")
         if precision == "auto":
-            return torch.bfloat16 if on_cuda else None
+            # The class-token feature stays in fp32, as the threshold was set on it.
+            return torch.bfloat16 if on_cuda and self.config.feature == "embed" else None
         if precision == "fp32":
             return None
         if not on_cuda:
@@ -125,6 +151,9 @@ class ClipImageEncoder:
         """RGB uint8 HxWx3 arrays -> a float [n, 3, S, S] tensor on the model's device."""
         import torch
 
+        if self.config.channel_order == "bgr":
+            images = [np.ascontiguousarray(im[..., ::-1]) for im in images]
+
         if self.preprocess_mode == "model":
             from PIL import Image
 
@@ -133,7 +162,7 @@ class ClipImageEncoder:
         return _tensor_preprocess(images, self.tensor_steps, self.device)
 
     def encode(self, pixels: Any) -> np.ndarray:
-        """Preprocessed tensor -> float32 [n, d] L2-normalized embeddings."""
+        """Preprocessed tensor -> float32 [n, d] L2-normalized features (``config.feature``)."""
         import torch
 
         autocast = (
@@ -156,8 +185,7 @@ class ClipImageEncoder:
 
     @property
     def embed_dim(self) -> int:
-        dim = getattr(self.model, "embed_dim", None) or getattr(self.model.visual, "output_dim", None)
-        return int(dim)
+        return feature_dim(self.model, self.config.feature)
 
 
 def _tensor_steps(transform: Any) -> dict[str, Any] | None:

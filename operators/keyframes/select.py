@@ -29,8 +29,8 @@ class KeyframeConfig(StrictModel):
         gt=-1.0,
         le=1.0,
         description="A candidate frame becomes a keyframe when its cosine similarity to the latest "
-        "keyframe is below this. 0.93 was set for CLIP ViT-L/14-336; recalibrate for other models "
-        "(`sg4v calibrate-keyframes`).",
+        "keyframe is below this. 0.93 was set for CLIP ViT-L/14-336's class token (clip.feature "
+        "'cls'); recalibrate for feature 'embed' or other models (`sg4v calibrate-keyframes`).",
     )
     keep_last: Literal["always", "min_gap"] = Field(
         "always",

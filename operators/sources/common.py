@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -29,8 +30,12 @@ ROW_COLUMNS: tuple[str, ...] = (
     "reject_detail",
 )
 
+#: Extensions a folder source takes as videos. Some also hold audio only (``.ogg``, ``.asf``,
+#: ``.rm``): such a file is rejected by the probe as ``no_video_stream``, never silently left out.
 DEFAULT_VIDEO_EXTENSIONS: tuple[str, ...] = (
     ".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp",
+    ".3g2", ".ogv", ".ogg", ".ogm", ".mts", ".m2ts", ".m2t", ".vob", ".mxf", ".divx", ".y4m",
+    ".f4v", ".asf", ".dv", ".m2v", ".qt", ".rm", ".rmvb",
 )  # fmt: skip
 
 
@@ -61,6 +66,18 @@ def make_row(
         "reject_reason": reject_reason,
         "reject_detail": reject_detail if reject_reason else None,
     }
+
+
+class SourceListing(Iterator[dict[str, Any]]):
+    """A source's rows, plus the files its listing left out for their extension (counts per
+    extension, a few dozen keys at most), for the run summary."""
+
+    def __init__(self, rows: Iterable[dict[str, Any]], skipped_by_extension: Counter | None = None) -> None:
+        self._rows = iter(rows)
+        self.skipped_by_extension: Counter = skipped_by_extension if skipped_by_extension is not None else Counter()
+
+    def __next__(self) -> dict[str, Any]:
+        return next(self._rows)
 
 
 def rows_to_batch(rows: Sequence[dict[str, Any]]) -> Batch:

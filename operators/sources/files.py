@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -29,13 +30,28 @@ def to_uri(fs: Any, path: str) -> str:
     return os.path.abspath(path) if is_local_fs(fs) else fs.unstrip_protocol(path)
 
 
+#: Distinct extensions counted one by one among skipped files; the rest are counted as "(other)".
+_MAX_SKIPPED_KEYS = 32
+_EXTENSION = re.compile(r"\.[a-z0-9]{1,10}")
+
+
+def extension_key(path: str) -> str:
+    """How a skipped file is counted: its lower-case extension (``.srt``), ``(none)`` or ``(other)``."""
+    name = path.rsplit("/", 1)[-1]
+    if "." not in name:
+        return "(none)"
+    ext = "." + name.rsplit(".", 1)[1].lower()
+    return ext if _EXTENSION.fullmatch(ext) else "(other)"
+
+
 def list_files(
-    path: str, extensions: Iterable[str] | None, recursive: bool = True
+    path: str, extensions: Iterable[str] | None, recursive: bool = True, skipped: Counter | None = None
 ) -> tuple[Any, str, list[str]]:
     """List the files of a directory, a glob or a single file, on any storage, sorted.
 
     Returns ``(filesystem, root, paths)`` where ids are taken relative to ``root``. Hidden files
-    (name starting with a dot, e.g. macOS ``._x.mp4``) are skipped.
+    (name starting with a dot, e.g. macOS ``._x.mp4``) are skipped. Files left out because of
+    their extension are counted into ``skipped`` (see :func:`extension_key`) when it is given.
     """
     fs, fs_path = filesystem(path)
     if has_glob(fs_path):
@@ -50,13 +66,18 @@ def list_files(
     else:
         raise ValueError(f"input path {path!r} does not exist")
     exts = tuple(e.lower() for e in extensions) if extensions is not None else None
-    paths = sorted(
-        p
-        for p, info in found.items()
-        if info.get("type") != "directory"
-        and not p.rsplit("/", 1)[-1].startswith(".")
-        and (exts is None or p.lower().endswith(exts))
-    )
+    paths = []
+    for p, info in found.items():
+        if info.get("type") == "directory" or p.rsplit("/", 1)[-1].startswith("."):
+            continue
+        if exts is None or p.lower().endswith(exts):
+            paths.append(p)
+        elif skipped is not None:
+            key = extension_key(p)
+            if key not in skipped and len(skipped.keys() - {"(other)"}) >= _MAX_SKIPPED_KEYS:
+                key = "(other)"
+            skipped[key] += 1
+    paths.sort()
     return fs, root, paths
 
 

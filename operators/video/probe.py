@@ -1,7 +1,8 @@
 """Probe: what a video is (duration, exact frame rate, size, rotation, codec, frame count).
 
 Containers lie or stay silent: Ogg/Theora reports a frame rate of 0, Matroska/WebM carry no
-frame count, a truncated file still declares its full length. The probe trusts the container
+frame count (and give the video's duration only as a tag), a truncated file still declares its
+full length. The probe trusts the container
 where it speaks, and otherwise measures: it demuxes the packets (reading the file, no decoding)
 to count frames and find the real end, and decodes only where packets carry no timestamps.
 One pass over the packets also decodes the first frame, which proves the stream decodes and
@@ -100,6 +101,9 @@ class _PacketScan:
     last_ts: int | None = None
     end_ts: int | None = None  # last timestamp + that packet's duration
     untimed: int = 0
+    # Over every scanned stream (audio too), in seconds: where the file's data starts and ends.
+    data_first_s: float | None = None
+    data_end_s: float | None = None
     error: str = ""
     rotation: int | None = None
     decoded_first: bool = False
@@ -109,13 +113,32 @@ def _positive(rate: Any) -> Fraction | None:
     return Fraction(rate) if rate is not None and rate > 0 else None
 
 
+_TAG_DURATION = re.compile(r"^(\d+):(\d{1,2}):(\d{1,2}(?:\.\d+)?)$")
+
+
+def stream_duration(stream: Any) -> float | None:
+    """The video stream's own claim of its length: the stream header's duration, else the
+    per-track ``DURATION`` tag that Matroska/WebM muxers (FFmpeg, mkvmerge) write in place of
+    one. None when the stream says nothing (then only the container's figure is left, and it
+    covers every stream: an audio track that outlasts the video lengthens it)."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    for key, value in (stream.metadata or {}).items():
+        if key.upper().split("-")[0] != "DURATION":  # also 'DURATION-eng'
+            continue
+        match = _TAG_DURATION.match(str(value).strip())
+        if match:
+            hours, minutes, seconds = match.groups()
+            duration = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+            return duration if duration > 0 else None
+    return None
+
+
 def declared_timing(container: Any, stream: Any) -> tuple[Fraction | None, float | None, int | None]:
     """(fps, duration s, frame count) as the container states them; None where silent or 0."""
     fps = _positive(stream.average_rate) or _positive(stream.guessed_rate)
-    duration = None
-    if stream.duration and stream.time_base:
-        duration = float(stream.duration * stream.time_base)
-    elif container.duration and container.duration > 0:
+    duration = stream_duration(stream)
+    if duration is None and container.duration and container.duration > 0:
         duration = container.duration / 1_000_000
     return fps, duration, (stream.frames or None)
 
@@ -127,16 +150,23 @@ def snap_rate(rate: Fraction) -> Fraction:
     return rate.limit_denominator(1001)
 
 
-def _scan(container: Any, stream: Any, stop_after_first_frame: bool) -> _PacketScan:
-    """Demux packets (counting them, tracking timestamps); decode only until one frame comes out."""
+def _scan(container: Any, stream: Any, stop_after_first_frame: bool, all_streams: bool = False) -> _PacketScan:
+    """Demux packets (counting them, tracking timestamps); decode only until one frame comes out.
+
+    ``all_streams``: also demux the other streams (no decoding) to learn where the file's data
+    ends, for files whose only declared length is the container's."""
     import av
 
     scan = _PacketScan()
     stream.codec_context.thread_count = 1  # one frame wanted: no frame-threading delay
+    streams = list(container.streams) if all_streams else [stream]
     try:
-        for packet in container.demux(stream):
+        for packet in container.demux(streams):
             if packet.size == 0 and packet.pts is None and packet.dts is None:
                 continue  # the flush packet at end of stream
+            _track_data(scan, packet)
+            if packet.stream.index != stream.index:
+                continue
             scan.count += 1
             ts = packet.pts if packet.pts is not None else packet.dts
             if ts is None:
@@ -155,6 +185,16 @@ def _scan(container: Any, stream: Any, stop_after_first_frame: bool) -> _PacketS
     except av.error.FFmpegError as exc:
         scan.error = f"demux error after {scan.count} packets: {exc}"
     return scan
+
+
+def _track_data(scan: _PacketScan, packet: Any) -> None:
+    ts = packet.pts if packet.pts is not None else packet.dts
+    tb = packet.time_base or packet.stream.time_base
+    if ts is None or not tb:
+        return
+    first, end = float(ts * tb), float((ts + (packet.duration or 0)) * tb)
+    scan.data_first_s = first if scan.data_first_s is None else min(scan.data_first_s, first)
+    scan.data_end_s = end if scan.data_end_s is None else max(scan.data_end_s, end)
 
 
 def _try_first_frame(stream: Any, packet: Any, scan: _PacketScan) -> None:
@@ -238,26 +278,25 @@ def probe_video(uri: str, config: ProbeConfig | None = None) -> VideoInfo:
         if width * height > config.max_source_pixels:
             raise VideoError("too_large", f"{width}x{height} > max_source_pixels={config.max_source_pixels}")
         fps, duration, frames = declared_timing(container, stream)
+        # The container's length covers every stream, so the video's own data is held to it
+        # only through the file's data as a whole; the video's duration is then measured.
+        whole_file = duration is not None and stream_duration(stream) is None
         silent = fps is None or duration is None or frames is None
         if silent and not config.decode_fallback:
             raise VideoError(
                 "corrupt", "container gives no frame rate/duration/frame count and decode_fallback is off"
             )
-        scan = _scan(container, stream, stop_after_first_frame=not (config.scan_packets or silent))
+        scanning = config.scan_packets or silent
+        scan = _scan(container, stream, stop_after_first_frame=not scanning, all_streams=whole_file and scanning)
         if not scan.decoded_first:
             raise VideoError("corrupt", scan.error or "no frame could be decoded")
         tb, origin = stream.time_base, stream_origin(stream)
-        if scan.end_ts is not None and (config.scan_packets or silent):
+        if scan.end_ts is not None and scanning:
             measured_end = float(scan.end_ts * tb - origin)
-            if duration is not None and measured_end < duration - max(_TRUNCATION_SLACK_S, 0.05 * duration):
-                raise VideoError(
-                    "corrupt",
-                    f"truncated: packets end at {measured_end:.2f} s of the "
-                    f"declared {duration:.2f} s ({scan.error or 'early end of file'})",
-                )
+            _check_truncation(scan, measured_end, duration, whole_file)
             if fps is None and scan.count > 1 and scan.last_ts > scan.first_ts:
                 fps = snap_rate(Fraction(scan.count - 1) / ((scan.last_ts - scan.first_ts) * tb))
-            if duration is None:
+            if duration is None or whole_file:
                 duration = measured_end
         if frames is None and scan.count and (config.scan_packets or silent):
             frames = scan.count
@@ -287,6 +326,23 @@ def probe_video(uri: str, config: ProbeConfig | None = None) -> VideoInfo:
             codec=cc.name,
             num_frames=int(frames or round(duration * fps)),
             size_bytes=size,
+        )
+
+
+def _check_truncation(scan: _PacketScan, video_end: float, declared: float | None, whole_file: bool) -> None:
+    """``corrupt`` when the data ends well before the declared length: the video's packets
+    against the video stream's claim, or, when only the container declares a length, the
+    packets of all streams against it (a video shorter than its audio track is no damage)."""
+    if declared is None:
+        return
+    end, what = video_end, "video packets end"
+    if whole_file and scan.data_end_s is not None:
+        end, what = scan.data_end_s - (scan.data_first_s or 0.0), "packets of all streams end"
+    if end < declared - max(_TRUNCATION_SLACK_S, 0.05 * declared):
+        raise VideoError(
+            "corrupt",
+            f"truncated: {what} at {end:.2f} s of the declared {declared:.2f} s "
+            f"({scan.error or 'early end of file'})",
         )
 
 

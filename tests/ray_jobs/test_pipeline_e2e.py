@@ -112,11 +112,18 @@ def test_calibrate_keyframes_prints_counts_per_threshold(samples, tmp_path):
     config.write_text(yaml.safe_dump(smoke_config(samples, tmp_path / "out")))
     result = sg4v("calibrate-keyframes", str(config), "--sample", "8", "--thresholds", "0.5,0.93,0.999")
     assert result.returncode == 0, result.stderr[-3000:]
-    lines = [line for line in result.stdout.splitlines() if line.startswith("| 0.")]
-    assert [line.split("|")[1].strip() for line in lines] == ["0.500", "0.930 (default)", "0.999"]
-    means = [float(line.split("|")[2]) for line in lines]
-    assert means == sorted(means) and means[0] >= 1.0
-    assert "4 videos (4 rejected on the way)" in result.stdout
+    out = result.stdout
+    assert out.index("feature cls:") < out.index("feature embed:")
+    for table in (out[out.index("feature cls:"):out.index("feature embed:")], out[out.index("feature embed:"):]):
+        lines = [line for line in table.splitlines() if line.startswith("| 0.")]
+        assert [line.split("|")[1].strip() for line in lines] == ["0.500", "0.930 (default)", "0.999"]
+        means = [float(line.split("|")[2]) for line in lines]
+        assert means == sorted(means) and means[0] >= 1.0
+    assert "4 videos (4 rejected on the way)" in out
+    (matched,) = [line for line in out.splitlines() if line.startswith("embed threshold giving")]
+    assert "cls gives at 0.930" in matched
+    assert len([line for line in out.splitlines() if line.startswith("| ") and "@" not in line
+                and not line.startswith("| 0.") and not line.startswith("| threshold")]) == 4  # per video
     assert not (tmp_path / "out" / "dataset").exists()
 
 

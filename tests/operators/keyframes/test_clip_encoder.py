@@ -20,7 +20,10 @@ def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 def config(tiny_clip: dict[str, str], **overrides: object) -> ClipConfig:
+    # The plumbing tests compare with open_clip's encode_image, i.e. feature 'embed';
+    # test_clip_features.py covers the default class-token feature.
     values = {
+        "feature": "embed",
         "model": tiny_clip["model"],
         "pretrained": tiny_clip["pretrained"],
         "model_config_path": tiny_clip["model_config_path"],
@@ -68,6 +71,15 @@ def test_local_checkpoint_gives_normalized_embeddings_per_row(encoder: ClipEncod
         assert e.dtype == np.float32
         np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
     assert set(out) >= {"frames", "frame_embeddings"}
+
+
+def test_default_feature_is_the_class_token(tiny_clip: dict[str, str]) -> None:
+    op = ClipEncode(config(tiny_clip, feature="cls"))
+    assert ClipConfig().feature == "cls"
+    (e,) = run(op, [frames(3, 1)])["frame_embeddings"]
+    assert e.shape == (3, 64) and e.dtype == np.float32  # the tower's width, not embed_dim 32
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
+    assert run(op, [[]])["frame_embeddings"][0].shape == (0, 64)
 
 
 def test_weights_come_from_the_checkpoint(tiny_clip: dict[str, str], encoder: ClipEncode) -> None:

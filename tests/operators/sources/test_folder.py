@@ -85,3 +85,63 @@ def test_config_is_selected_by_kind_and_strict():
         parse_source_config({"kind": "folder", "path": "/data", "recursiv": False})
     with pytest.raises(ValueError):
         parse_source_config({"kind": "ftp", "path": "/data"})
+
+
+def test_archive_and_camera_extensions_are_listed(tmp_path):
+    names = ["a.ogv", "b.OGG", "c.mts", "d.m2ts", "e.vob", "f.mxf", "g.divx", "h.y4m"]
+    for name in names:
+        touch(tmp_path / name)
+    listing = list_source_rows(FolderSource(kind="folder", path=str(tmp_path)))
+    assert [r["video_id"] for r in listing] == [n.rsplit(".", 1)[0] for n in names]
+    assert not listing.skipped_by_extension
+
+
+def test_files_skipped_by_extension_are_counted(tmp_path):
+    for name in ["a.mp4", "a.srt", "b.mp4", "b.srt", "sub/notes.TXT", "README", "c.tar.gz", ".hidden.txt"]:
+        touch(tmp_path / name)
+    (tmp_path / "folder.d").mkdir()
+    listing = list_source_rows(FolderSource(kind="folder", path=str(tmp_path)))
+    assert [r["video_id"] for r in listing] == ["a", "b"]
+    # Hidden files and directories are not counted; extensions are lower-cased.
+    assert dict(listing.skipped_by_extension) == {".srt": 2, ".txt": 1, "(none)": 1, ".gz": 1}
+
+
+def test_a_folder_of_other_files_says_what_it_skipped(tmp_path):
+    for name in ["a.txt", "b.txt", "c.json"]:
+        touch(tmp_path / name)
+    with pytest.raises(ValueError, match=r"skipped by extension: \.txt x2, \.json x1"):
+        rows_of(path=str(tmp_path))
+
+
+def test_skipped_extensions_are_bounded(tmp_path):
+    from collections import Counter
+
+    from operators.sources.files import list_files
+
+    for k in range(50):
+        touch(tmp_path / f"f{k}.x{k}")
+    touch(tmp_path / "weird.name with space")
+    skipped: Counter = Counter()
+    _, _, paths = list_files(str(tmp_path), [".mp4"], skipped=skipped)
+    assert paths == [] and sum(skipped.values()) == 51
+    assert len(skipped) == 33 and skipped["(other)"] == 51 - 32
+
+
+def test_remote_folder_counts_skipped_files(memory_root):
+    for name in ["v/a.ogv", "v/a.json", "v/b.webm"]:
+        write_memory(f"{memory_root}/{name}")
+    listing = list_source_rows(FolderSource(kind="folder", path=f"{memory_root}/v"))
+    assert [r["video_id"] for r in listing] == ["a", "b"]
+    assert dict(listing.skipped_by_extension) == {".json": 1}
+
+
+def test_an_ogg_video_is_listed_and_probed(tmp_path):
+    # This PyAV build has no Theora encoder; VP8 in Ogg is the same container a .ogv names.
+    from operators.video.probe import probe_video
+    from tests.media import make_video
+
+    make_video(tmp_path / "archive.ogv", num_frames=50, fps=25, width=64, height=48, codec="libvpx")
+    (row,) = rows_of(path=str(tmp_path))
+    assert row["video_id"] == "archive"
+    info = probe_video(row["uri"])
+    assert (info.fps, info.num_frames, info.file_duration) == (25, 50, 2.0)
