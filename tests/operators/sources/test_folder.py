@@ -138,7 +138,7 @@ def test_remote_folder_counts_skipped_files(memory_root):
 def test_an_ogg_video_is_listed_and_probed(tmp_path):
     # This PyAV build has no Theora encoder; VP8 in Ogg is the same container a .ogv names.
     from operators.video.probe import probe_video
-    from tests.media import make_video
+    from testing.media import make_video
 
     make_video(tmp_path / "archive.ogv", num_frames=50, fps=25, width=64, height=48, codec="libvpx")
     (row,) = rows_of(path=str(tmp_path))
