@@ -16,6 +16,7 @@ from operators.keyframes.clip_encoder import ClipEncode
 from operators.keyframes.operator import SelectKeyframes
 from operators.llm.diffsw import DiffCaptioner
 from operators.sources import ExpandShards, needs_shard_expansion
+from operators.video.clips import CutClips
 from operators.video.duration_filter import DurationFilter
 from operators.video.probe import ProbeVideo
 from operators.video.sample import SampleFrames
@@ -35,13 +36,15 @@ STAGE_NAMES: tuple[str, ...] = (
     "clip_encode",
     "select_keyframes",
     "diff_caption",
+    "clip_files",
     "write",
 )
 
 
 def build_operators(config: PipelineConfig, llm: LLMServices | None = None) -> list[Operator]:
     """The stages between the sources and the writer, in order. ``llm`` carries the run's
-    shared limiter and budget; without it the API stage is left out (dry runs)."""
+    shared limiter and budget; without it the API stage is left out (dry runs). Clip files
+    come last, so only rows that survived every paid stage are cut."""
     ops: list[Operator] = []
     shard_sources = [s for s in config.input if needs_shard_expansion(s)]
     if shard_sources:
@@ -65,4 +68,6 @@ def build_operators(config: PipelineConfig, llm: LLMServices | None = None) -> l
         ]
     if config.steps.captions and llm is not None:
         ops.append(DiffCaptioner(llm.llm, output=config.output, limiter=llm.limiter, budget=llm.budget))
+    if config.writer.clips != "none":
+        ops.append(CutClips(config.writer, output=config.output))
     return ops

@@ -12,13 +12,13 @@ from typing import Any, ClassVar
 import numpy as np
 
 from operators.base import Batch, Operator, Resources, object_column, reject
+from operators.dataset.schema import KEYFRAME_DIR
 from operators.io import join, write_bytes_atomic
 from operators.keyframes.select import KeyframeConfig, select_keyframes
 from operators.video.frames import decode_image, encode_jpeg
 
 logger = logging.getLogger(__name__)
 
-KEYFRAME_DIR = "keyframes"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -32,9 +32,23 @@ def safe_video_dir(video_id: str) -> str:
     return safe
 
 
-def keyframe_path(video_id: str, k: int, timestamp_s: float) -> str:
-    """Path of keyframe ``k`` relative to the output root."""
+def keyframe_path(video_id: str, k: int, timestamp_s: float, naming: str = "index") -> str:
+    """Path of keyframe ``k`` relative to the output root (``naming``: see KeyframeConfig)."""
+    if naming == "official":
+        return f"{KEYFRAME_DIR}/{safe_video_dir(video_id)}/frame_{timestamp_s:.2f}.png"
     return f"{KEYFRAME_DIR}/{safe_video_dir(video_id)}/{k:03d}_{int(round(timestamp_s * 1000))}.jpg"
+
+
+def keyframe_paths(video_id: str, times: Sequence[float], naming: str = "index") -> list[str]:
+    """Paths of a video's keyframes. Two official names that round to the same 1/100 s (frames
+    sampled less than 10 ms apart) would overwrite each other: the later ones get ``_<k>``."""
+    paths = [keyframe_path(video_id, k, t, naming) for k, t in enumerate(times)]
+    seen: set[str] = set()
+    for k, path in enumerate(paths):
+        if path in seen:
+            paths[k] = path.replace(".png", f"_{k}.png")
+        seen.add(paths[k])
+    return paths
 
 
 def jpeg_size(data: bytes) -> tuple[int, int]:
@@ -139,7 +153,9 @@ class SelectKeyframes(Operator):
         indices = select_keyframes(embeddings, timestamps, self.config, _LazyFrames(frames))
         times = [timestamps[k] for k in indices]
         images = self._images(batch, i, [frames[k] for k in indices], times)
-        paths = [keyframe_path(video_id, k, t) for k, t in enumerate(times)]
+        paths = keyframe_paths(video_id, times, self.config.naming)
+        if self.config.naming == "official":
+            images = [_png(data) for data in images]
         for path, data in zip(paths, images, strict=True):
             write_bytes_atomic(join(self.output_dir, path), data)
         return indices, times, paths
@@ -194,6 +210,14 @@ def _int(value: Any) -> int:
         return 0 if value is None or np.isnan(float(value)) else int(value)
     except (TypeError, ValueError):
         return 0
+
+
+def _png(jpeg: bytes) -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(decode_image(jpeg), mode="RGB").save(out, format="PNG")
+    return out.getvalue()
 
 
 def _shrink_jpeg(data: bytes, longest_side: int, quality: int) -> bytes:
