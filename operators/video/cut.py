@@ -18,6 +18,7 @@ use. Both functions write a local file; the caller moves it to the output storag
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -55,11 +56,7 @@ def cut_reencode(uri: str, start: float, end: float, dest: str, *, crf: int = 18
         audio = _audio_plan(source, out)
         count, last_pts, last_t = 0, -1, start
         errors: list[str] = []
-        for frame, t in decoded_frames(source, stream, start, fps, errors):
-            if t < start - TOLERANCE_S:
-                continue
-            if t >= end - TOLERANCE_S:
-                break
+        for frame, t in span_frames(source, stream, start, end, fps, errors):
             pts = max(round((t - start) / _TIME_BASE), last_pts + 1)
             image = frame.reformat(width=encoder.width, height=encoder.height, format="yuv420p")
             image.pts, image.time_base = pts, _TIME_BASE
@@ -73,6 +70,33 @@ def cut_reencode(uri: str, start: float, end: float, dest: str, *, crf: int = 18
             _copy_audio_reencoded(uri, audio, start, end)
     frame_s = float(1 / fps)
     return Cut(start=start, duration=min(end, last_t + frame_s) - start, mode="reencode", frames=count)
+
+
+def span_frames(container: Any, stream: Any, start: float, end: float, fps: Fraction,
+                errors: list[str]) -> Iterator[tuple[Any, float]]:
+    """The decoded frames shown in ``[start, end)`` with their times.
+
+    Some files index frames as keyframes that do not decode on their own (an MP4 sync sample
+    on a non-IDR picture: FFmpeg flags what it decodes from there as corrupt, and it is grey or
+    green). A clip must not start with such frames: when one comes before the span's first
+    frame, decoding starts over from the beginning of the file."""
+    for attempt in (0, 1):
+        from_start = attempt == 1 or start <= TOLERANCE_S
+        restart = False
+        for frame, t in decoded_frames(container, stream, 0.0 if from_start else start, fps,
+                                       errors, rewind=attempt == 1):
+            if t < start - TOLERANCE_S:
+                continue
+            if frame.is_corrupt and not from_start:
+                restart = True
+                break
+            if t >= end - TOLERANCE_S:
+                return
+            yield frame, t
+        if not restart:
+            return
+        logger.info("frames after the seek to %.3f s do not decode cleanly; decoding from the "
+                    "start of the file", start)
 
 
 def _video_encoder(out: Any, coded: Any, fps: Fraction, crf: int, preset: str, rotation: int) -> Any:
@@ -172,6 +196,18 @@ def cut_copy(uri: str, start: float, end: float, dest: str) -> Cut:
                 count, last_t = count + 1, t
         if first is None or count == 0:
             raise VideoError("empty_clip", f"no keyframe at or before {start:.3f} s to copy from")
+    if not _starts_clean(dest):
+        raise ValueError(f"the keyframe at {first:.3f} s does not decode on its own")
     fps = stream.average_rate or Fraction(25)
     return Cut(start=first, duration=min(end, last_t + float(1 / fps)) - first, mode="copy",
                frames=count)
+
+
+def _starts_clean(path: str) -> bool:
+    """True when the first picture of ``path`` decodes without missing references."""
+    import av
+
+    with av.open(path) as container:
+        for frame in container.decode(video=0):
+            return not frame.is_corrupt
+    return False
