@@ -85,12 +85,14 @@ class RunExportConfig(StrictModel):
     formats: list[str] = Field(
         default_factory=list, description="Export formats to write when the run ends "
         "(sharegpt4video, llava, webdataset, hf); empty: none (`sg4v export` any time later). "
-        "`sg4v run --export F` adds one.")
+        "`sg4v run --export F` sets it.")
     dest: str | None = Field(
         None, description="Folder of the exports; each format goes to DEST/<format>. "
         "None: OUTPUT/exports/<format>. A rerun replaces the exports it wrote before.")
-    video_token: Literal["image", "video"] = Field(
-        "image", description="llava: media token of the first human turn.")
+    # Not `video_token`: keys ending in `_token` are masked as secrets in config.yaml.
+    llava_media: Literal["image", "video"] = Field(
+        "image", description="llava: media token of the first human turn, `<image>` or `<video>` "
+        "(`sg4v export --video-token`).")
     keyframe_turns: bool = Field(False, description="llava: one more turn per keyframe caption.")
     keyframes: bool = Field(False, description="Put the keyframe images in the exports too.")
     shard_size: int = Field(1000, ge=1, le=10000, description="webdataset: samples per shard.")

@@ -189,7 +189,7 @@ def run_exports(config: PipelineConfig, summary: RunSummary) -> None:
     from operators.dataset.exports.options import parse_size
 
     c = config.export
-    options = ExportOptions(overwrite=True, video_token=c.video_token, keyframe_turns=c.keyframe_turns,
+    options = ExportOptions(overwrite=True, video_token=c.llava_media, keyframe_turns=c.keyframe_turns,
                             keyframes=c.keyframes, shard_size=c.shard_size,
                             archive_size=parse_size(c.archive_size))
     for fmt in c.formats:
