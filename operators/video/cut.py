@@ -51,6 +51,7 @@ def cut_reencode(uri: str, start: float, end: float, dest: str, *, crf: int = 18
     with open_video(uri) as (source, _), av.open(dest, "w", format="mp4",
                                                   options={"movflags": "+faststart"}) as out:
         stream = video_stream(source)
+        stream.codec_context.thread_count = 1  # one core per task, as Ray schedules it
         fps = stream.average_rate or stream.guessed_rate or Fraction(25)
         encoder = _video_encoder(out, stream.codec_context, fps, crf, preset, rotation)
         audio = _audio_plan(source, out)
@@ -105,6 +106,7 @@ def _video_encoder(out: Any, coded: Any, fps: Fraction, crf: int, preset: str, r
     encoder.width, encoder.height = coded.width // 2 * 2, coded.height // 2 * 2
     encoder.pix_fmt = "yuv420p"
     encoder.codec_context.time_base = _TIME_BASE
+    encoder.codec_context.thread_count = 1  # the stage declares one CPU per task
     if rotation:
         encoder.set_display_rotation(rotation)
     return encoder
