@@ -5,9 +5,9 @@
 Sources: generated 60 s H.264 files at 720p and 1080p, 30 fps (x264 veryfast crf 23, a moving
 noise texture, as bench/decode.py makes them; with a stereo AAC track), and the real
 cockatoo.mp4 (720p, MP3 audio) when .cache/real_videos has it. For each, spans of 5, 10 and 20 s
-starting mid-GOP are cut with the `clip_files` stage's functions (`cut_reencode` with the
-default writer config: crf 18, preset veryfast, one thread; `cut_copy`), into a temporary
-folder. Timed: CPU time of this process (`time.process_time`: all threads, so a multi-threaded
+starting mid-GOP (7.3 s) are cut by the `clip_files` stage's per-row code (`CutClips.cut_file`,
+default writer config: crf 18, preset veryfast, one thread; `copy` falls back to re-encoding
+where the stage does, shown as `made_by`), into a temporary folder. Timed: CPU time of this process (`time.process_time`: all threads, so a multi-threaded
 encoder could not hide its cost), best of ``--repeat``. Figure = CPU seconds / clip seconds.
 """
 
@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from decode import make_clip  # noqa: E402  (bench/ is on sys.path when run as a script)
 from machine import cpu_name  # noqa: E402
 
-from operators.video.cut import cut_copy, cut_reencode  # noqa: E402
+from operators.video.clips import CutClips  # noqa: E402
 from operators.writers import WriterConfig  # noqa: E402
 
 REAL = ROOT / ".cache" / "real_videos"
@@ -71,20 +71,18 @@ def best_cpu(fn, repeat: int) -> tuple[float, float, object]:
 
 
 def bench_source(path: Path, spans: list[float], repeat: int, tmp: Path) -> list[dict]:
-    config = WriterConfig()
     rows = []
     for length in spans:
         start = 7.3  # mid-GOP: x264 keyframes are every 250 frames or at scene cuts
         end = start + length
         for mode in ("reencode", "copy"):
             dest = str(tmp / f"{path.stem}-{mode}-{length}.mp4")
-            if mode == "reencode":
-                fn = partial(cut_reencode, str(path), start, end, dest, crf=config.clip_crf,
-                             preset=config.clip_preset)
-            else:
-                fn = partial(cut_copy, str(path), start, end, dest)
+            # What the stage does per row, fallbacks included (copy -> reencode).
+            stage = CutClips(WriterConfig(clips=mode), output=str(tmp))
+            fn = partial(stage.cut_file, str(path), start, end, dest, 0)
             cpu, wall, cut = best_cpu(fn, repeat)
-            rows.append({"source": path.name, "mode": mode, "clip_s": round(cut.duration, 3),
+            rows.append({"source": path.name, "mode": mode, "made_by": cut.mode,
+                         "clip_s": round(cut.duration, 3),
                          "frames": cut.frames, "cpu_s": round(cpu, 4), "wall_s": round(wall, 4),
                          "cpu_s_per_clip_s": round(cpu / cut.duration, 4),
                          "size_mb": round(Path(dest).stat().st_size / 1e6, 3)})
@@ -92,7 +90,7 @@ def bench_source(path: Path, spans: list[float], repeat: int, tmp: Path) -> list
 
 
 def table(rows: list[dict]) -> str:
-    cols = ["source", "mode", "clip_s", "frames", "cpu_s", "wall_s", "cpu_s_per_clip_s", "size_mb"]
+    cols = ["source", "mode", "made_by", "clip_s", "frames", "cpu_s", "wall_s", "cpu_s_per_clip_s", "size_mb"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
     return "\n".join(lines)

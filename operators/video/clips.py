@@ -107,7 +107,7 @@ class CutClips(Operator):
         # leaves a half-written clip under the name a row points to.
         tmp = os.path.join(folder, f".tmp-{uuid.uuid4().hex}.mp4")
         try:
-            cut = self._cut_to(uri, start, end, tmp, _rotation(row[col.ROTATION]))
+            cut = self.cut_file(uri, start, end, tmp, _rotation(row[col.ROTATION]))
             if local:
                 os.replace(tmp, local_path(dest))
             else:
@@ -120,7 +120,7 @@ class CutClips(Operator):
                      cut.start, relative)
         return relative, cut.start
 
-    def _cut_to(self, uri: str, start: float, end: float, tmp: str, rotation: int) -> Cut:
+    def cut_file(self, uri: str, start: float, end: float, tmp: str, rotation: int) -> Cut:
         c = self.config
         if c.clips == "copy":
             try:
