@@ -111,3 +111,42 @@ def test_sizes_parse():
     assert parse_size("1048576") == 1048576
     with pytest.raises(ValueError, match="not a size"):
         parse_size("lots")
+
+
+def run_config(output: Path, **export_section):
+    from ray_jobs.config import load_config
+
+    return load_config({"input": {"kind": "folder", "path": str(output)}, "output": str(output),
+                        "export": export_section})
+
+
+def test_a_run_exports_only_what_its_config_asks_after_its_output_is_written(tmp_path):
+    from ray_jobs.runner import RunSummary, run_exports
+
+    out = write_media_output(tmp_path / "out")
+    summary = RunSummary(output=str(out))
+    run_exports(run_config(out), summary)
+    assert summary.exports == [] and not (out / "exports").exists()
+    config = run_config(out, formats=["llava", "hf"], llava_media="video")
+    for _ in range(2):  # a rerun replaces the exports the previous run wrote
+        summary = RunSummary(output=str(out))
+        run_exports(config, summary)
+    assert summary.exports == [str(out / "exports" / "llava"), str(out / "exports" / "hf")]
+    records = json.loads((out / "exports" / "llava" / "llava.json").read_text())
+    assert records[0]["conversations"][0]["value"].startswith("<video>\n")
+    uncaptioned = write_output(tmp_path / "early", videos=[])
+    summary = RunSummary(output=str(uncaptioned))
+    run_exports(run_config(uncaptioned, formats=["webdataset"]), summary)
+    assert len(summary.export_errors) == 1 and "has captions" in summary.export_errors[0]
+
+
+def test_run_export_config_is_checked_up_front(tmp_path):
+    from ray_jobs.config import ConfigError, load_config
+
+    base = {"input": {"kind": "folder", "path": str(tmp_path)}, "output": str(tmp_path)}
+    with pytest.raises(ConfigError, match="unknown export format 'csv'"):
+        load_config({**base, "export": {"formats": ["csv"]}})
+    with pytest.raises(ConfigError, match="export.formats needs steps.captions"):
+        load_config({**base, "export": {"formats": ["llava"]}, "steps": {"captions": False}})
+    with pytest.raises(ConfigError, match="export.archive_size"):
+        load_config({**base, "export": {"archive_size": "lots"}})
