@@ -140,3 +140,12 @@ def test_copy_never_starts_on_a_keyframe_that_does_not_decode_alone(real_videos,
     first = frames_of(tmp_path / "out" / out["clip_path"][0])[0][1].astype(float)
     reference = next(rgb for t, rgb in frames_of(source) if t >= 7.5 - 1e-3).astype(float)
     assert np.abs(first - reference).mean() < 6
+
+
+@pytest.mark.parametrize("mode", ["reencode", "copy"])
+def test_rotation_is_kept(tmp_path, mode):
+    source = make_video(tmp_path / "rot.mp4", num_frames=90, fps=FPS, width=160, height=96, rotation=90, gop=30)
+    out = cut(manifest(tmp_path, source, [(1.0, 2.0)]), tmp_path / "out", mode=mode)
+    with av.open(str(tmp_path / "out" / out["clip_path"][0])) as c:
+        frame = next(c.decode(video=0))
+    assert (frame.rotation, frame.width, frame.height) == (90, 96, 160)  # coded sideways, shown upright
