@@ -1,6 +1,7 @@
 """The ``sg4v`` command line.
 
-    sg4v run CONFIG.yaml [--set key.path=value ...]   run the pipeline
+    sg4v run CONFIG.yaml [--set key.path=value ...] [--export F]   run the pipeline
+    sg4v export OUTPUT --format F --dest DIR           a self-contained folder a trainer loads
     sg4v validate CONFIG.yaml [--set ...]             check a config and print it resolved
     sg4v samples DIR                                  write sample videos for a smoke run
 """
@@ -11,6 +12,7 @@ import argparse
 import logging
 import sys
 
+from operators.dataset.exports import FORMATS
 from ray_jobs.config import ConfigError, load_config, resolved_yaml
 
 
@@ -24,7 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sg4v", description="Build ShareGPT4Video-style datasets.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    _config_args(sub.add_parser("run", help="run the pipeline on a config"))
+    run = sub.add_parser("run", help="run the pipeline on a config")
+    _config_args(run)
+    run.add_argument("--export", dest="exports", action="append", default=[], choices=tuple(FORMATS),
+                     metavar="FORMAT", help="after the run, export to OUTPUT/exports/FORMAT "
+                     f"(repeatable; one of {', '.join(FORMATS)}); same as export.formats")
     _config_args(sub.add_parser("validate", help="validate a config and print it resolved"))
     calibrate = sub.add_parser(
         "calibrate-keyframes",
@@ -40,14 +46,24 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(estimate)
     estimate.add_argument("--sample", type=int, default=50,
                           help="inputs to run up to keyframes (default 50; 0 = all)")
-    export = sub.add_parser("export", help="export a finished output to a training format")
+    export = sub.add_parser("export", help="export a finished output as a self-contained folder "
+                            "that the format's own loader reads (see docs/exports.md)")
     export.add_argument("output", help="the run's output directory or URI")
-    export.add_argument("--format", required=True, choices=("sharegpt4video", "llava", "webdataset"))
-    export.add_argument("--dest", help="where to write (default: inside OUTPUT)")
+    export.add_argument("--format", required=True, choices=tuple(FORMATS))
+    export.add_argument("--dest", help="folder to write (default: OUTPUT/exports/FORMAT)")
+    export.add_argument("--overwrite", action="store_true",
+                        help="replace an export already in DEST (never anything else)")
+    export.add_argument("--keyframes", action="store_true",
+                        help="include the keyframe images (webdataset: in the samples)")
+    export.add_argument("--video-token", choices=("image", "video"), default="image",
+                        help="llava: media token of the first turn: image (LLaVA-NeXT/OneVision/"
+                        "Video, default) or video (Video-LLaVA, Video-ChatGPT)")
     export.add_argument("--keyframe-turns", action="store_true",
                         help="llava: one extra conversation turn per keyframe caption")
-    export.add_argument("--video-root", help="llava: strip this prefix from video paths")
-    export.add_argument("--shard-size", type=int, default=1000, help="webdataset: samples per shard")
+    export.add_argument("--shard-size", type=int, default=1000,
+                        help="webdataset: samples per shard (at most 10000)")
+    export.add_argument("--archive-size", default="2G",
+                        help="sharegpt4video: largest zip archive, e.g. 500M or 2G (default 2G)")
     report = sub.add_parser("report", help="write a static HTML report of an output")
     report.add_argument("output", help="the run's output directory or URI")
     report.add_argument("--dest", help="where to write (default: OUTPUT/report)")
@@ -67,12 +83,21 @@ def export_or_report(args: argparse.Namespace) -> int:
 
         print(write_report(args.output, args.dest))
         return 0
-    from ray_jobs.exports import export
+    from operators.dataset.exports import ExportError, ExportOptions, export
+    from operators.dataset.exports.options import parse_size
 
-    options = {"llava": {"keyframe_turns": args.keyframe_turns, "video_root": args.video_root},
-               "webdataset": {"shard_size": args.shard_size}}.get(args.format, {})
-    for path in export(args.output, args.format, args.dest, **options):
-        print(path)
+    try:
+        options = ExportOptions(overwrite=args.overwrite, video_token=args.video_token,
+                                keyframe_turns=args.keyframe_turns, keyframes=args.keyframes,
+                                shard_size=args.shard_size, archive_size=parse_size(args.archive_size))
+        result = export(args.output, args.format, args.dest, options)
+    except (ExportError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    t = result.tally
+    print(f"{t.exported} videos exported to {result.dest}"
+          + (f" ({t.uncaptioned} without captions left out)" if t.uncaptioned else "")
+          + (f" ({t.no_clip_file} spans without a clip file left out)" if t.no_clip_file else ""))
     return 0
 
 
@@ -163,8 +188,11 @@ def main(argv: list[str] | None = None) -> int:
             for name, path in write_smoke_models(Path(args.directory) / "models").items():
                 print(f"{name}: {path}")
         return 0
+    overrides = list(args.overrides)
+    if getattr(args, "exports", None):
+        overrides.append(f"export.formats=[{', '.join(args.exports)}]")
     try:
-        config = load_config(args.config, args.overrides)
+        config = load_config(args.config, overrides)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -191,7 +219,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: a stage could not start: {message}", file=sys.stderr)
         return 1
     print(summary.render())
-    return 0
+    for problem in summary.export_errors:
+        print(f"error: {problem}", file=sys.stderr)
+    return 2 if summary.export_errors else 0
 
 
 if __name__ == "__main__":

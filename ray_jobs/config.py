@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -94,6 +94,44 @@ class StageOverride(StrictModel):
     memory_bytes: int | None = Field(None, ge=0, description="Heap memory reserved per worker.")
 
 
+class RunExportConfig(StrictModel):
+    """Exports the run writes at its end, after stats.json (same as `sg4v export` afterwards)."""
+
+    formats: list[str] = Field(
+        default_factory=list, description="Export formats to write when the run ends "
+        "(sharegpt4video, llava, webdataset, hf); empty: none (`sg4v export` any time later). "
+        "`sg4v run --export F` sets it.")
+    dest: str | None = Field(
+        None, description="Folder of the exports; each format goes to DEST/<format>. "
+        "None: OUTPUT/exports/<format>. A rerun replaces the exports it wrote before.")
+    # Not `video_token`: keys ending in `_token` are masked as secrets in config.yaml.
+    llava_media: Literal["image", "video"] = Field(
+        "image", description="llava: media token of the first human turn, `<image>` or `<video>` "
+        "(`sg4v export --video-token`).")
+    keyframe_turns: bool = Field(False, description="llava: one more turn per keyframe caption.")
+    keyframes: bool = Field(False, description="Put the keyframe images in the exports too.")
+    shard_size: int = Field(1000, ge=1, le=10000, description="webdataset: samples per shard.")
+    archive_size: str = Field("2G", description="sharegpt4video: largest zip archive (e.g. 500M, 2G).")
+
+    @field_validator("formats")
+    @classmethod
+    def _known_formats(cls, value: list[str]) -> list[str]:
+        from operators.dataset.exports import FORMATS
+
+        unknown = [f for f in value if f not in FORMATS]
+        if unknown:
+            raise ValueError(f"unknown export format {unknown[0]!r}; expected one of {', '.join(FORMATS)}")
+        return list(dict.fromkeys(value))
+
+    @field_validator("archive_size")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        from operators.dataset.exports.options import parse_size
+
+        parse_size(value)
+        return value
+
+
 class PipelineConfig(StrictModel):
     """The whole job. See docs/configuration.md for every key."""
 
@@ -120,6 +158,8 @@ class PipelineConfig(StrictModel):
         default_factory=FakeServerConfig,
         description="The local OpenAI-compatible test server, for smoke runs and tests: when "
         "enabled, the run starts it and sends every API call to it.")
+    export: RunExportConfig = Field(
+        default_factory=RunExportConfig, description="Exports written when the run ends.")
     stages: dict[str, StageOverride] = Field(
         default_factory=dict, description="Resources per stage name, e.g. stages.probe.batch_size.")
 
@@ -129,6 +169,8 @@ class PipelineConfig(StrictModel):
             raise ValueError("steps.dedup needs steps.short_caption: dedup compares short captions")
         if self.steps.captions and not self.steps.keyframes:
             raise ValueError("steps.captions needs steps.keyframes: captions describe keyframes")
+        if self.export.formats and not self.steps.captions:
+            raise ValueError("export.formats needs steps.captions: exports carry the captions")
         return self
 
     @field_validator("input", mode="before")

@@ -23,6 +23,7 @@ from operators.dedup.operator import SemanticDedup
 from operators.keyframes.clip_encoder import ClipEncode
 from operators.keyframes.operator import SelectKeyframes
 from operators.sources import ExpandShards, needs_shard_expansion
+from operators.video.clips import CutClips
 from operators.video.duration_filter import DurationFilter
 from operators.video.probe import ProbeVideo
 from operators.video.sample import SampleFrames
@@ -63,6 +64,9 @@ STAGES: tuple[Stage, ...] = (
     Stage(SelectKeyframes, "keyframes", "keyframes",
           lambda c: SelectKeyframes(c.keyframes, output_dir=c.output)),
     Stage(DiffCaptioner, "llm", "captions", lambda c: DiffCaptioner(c.llm, output=c.output)),
+    # Clip files come last, so only rows that survived every paid stage are cut.
+    Stage(CutClips, "writer", None,
+          lambda c: CutClips(c.writer, output=c.output) if c.writer.clips != "none" else None),
     Stage(WriteShards, "writer", None, lambda c: WriteShards(c.writer, output=c.output)),
 )
 

@@ -1,4 +1,5 @@
-"""Runs a validated config on Ray Data: sources, stages, writer, then ``stats.json``."""
+"""Runs a validated config on Ray Data: sources, stages, writer, then ``stats.json``, then the
+exports the config asks for (``export.formats``; none by default)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from operators.io import filesystem, join, write_bytes_atomic
 from operators.sources import list_source_rows
 from ray_jobs.adapter import apply_operator, capacity_problems, resolve_resources
 from ray_jobs.config import ConfigError, PipelineConfig, resolved_yaml
-from ray_jobs.exports import export_sharegpt4video
 from ray_jobs.pipeline import build_pipeline
 from ray_jobs.services import LLMServices, check_api_key, start_llm_services
 
@@ -36,6 +36,8 @@ class RunSummary:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     usage: Counter = field(default_factory=Counter)
     wall_seconds: float = 0.0
+    exports: list[str] = field(default_factory=list)
+    export_errors: list[str] = field(default_factory=list)
 
     @property
     def rejected_total(self) -> int:
@@ -82,6 +84,8 @@ class RunSummary:
             lines.append(f"  API: {u['calls']} calls paid, {u['cached_calls']} from cache, "
                          f"{u['input_tokens']} input + {u['output_tokens']} output tokens, "
                          f"${u['cost_usd']:.4f}")
+        for path in self.exports:
+            lines.append(f"  exported to {path}")
         return "\n".join(lines)
 
 
@@ -202,11 +206,30 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
         finally:
             if services is not None:
                 services.close()
-    export_sharegpt4video(config.output)
     summary.wall_seconds = time.perf_counter() - started
     write_bytes_atomic(join(config.output, STATS_FILE),
                        json.dumps(summary.to_json(), indent=2).encode())
+    run_exports(config, summary)
     return summary
+
+
+def run_exports(config: PipelineConfig, summary: RunSummary) -> None:
+    """The exports ``export.formats`` asks for, streamed from the finished output (a rerun
+    replaces the ones it wrote before). An export that cannot be made (nothing captioned) is
+    noted in ``summary.export_errors``; the run's own output stays as it is."""
+    from operators.dataset.exports import ExportError, ExportOptions, default_dest, export
+    from operators.dataset.exports.options import parse_size
+
+    c = config.export
+    options = ExportOptions(overwrite=True, video_token=c.llava_media, keyframe_turns=c.keyframe_turns,
+                            keyframes=c.keyframes, shard_size=c.shard_size,
+                            archive_size=parse_size(c.archive_size))
+    for fmt in c.formats:
+        dest = join(c.dest, fmt) if c.dest else default_dest(config.output, fmt)
+        try:
+            summary.exports.append(export(config.output, fmt, dest, options).dest)
+        except ExportError as exc:
+            summary.export_errors.append(f"export {fmt}: {exc}")
 
 
 def resume(output: str, rows: list[dict[str, Any]], summary: RunSummary) -> list[dict[str, Any]]:

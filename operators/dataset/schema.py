@@ -21,6 +21,8 @@ import pyarrow as pa
 DATASET_DIR = "dataset"
 REJECTED_DIR = "rejected"
 KEYFRAMES_DIR = "keyframes"
+#: Exports write here unless told otherwise (``OUTPUT/exports/<format>``).
+EXPORTS_DIR = "exports"
 LLM_CACHE_DIR = "llm_cache"
 STATS_FILE = "stats.json"
 CONFIG_FILE = "config.yaml"
@@ -36,8 +38,10 @@ URI = "uri"
 CLIP_START = "clip_start"
 CLIP_END = "clip_end"
 DURATION = "duration"
+FILE_DURATION = "file_duration"
 WIDTH = "width"
 HEIGHT = "height"
+ROTATION = "rotation"
 SHORT_CAPTION = "short_caption"
 TEXT_EMBEDDING = "text_embedding"
 DEDUP_RANK = "dedup_rank"
@@ -46,6 +50,17 @@ KEYFRAME_PATHS = "keyframe_paths"
 CAPTIONS = "captions"
 SUMMARY = "summary"
 USAGE = "usage"
+#: The row's own clip file (relative to the output root), for rows that are spans of a longer
+#: file; None for rows that are whole files (exports reference ``uri`` instead).
+CLIP_PATH = "clip_path"
+#: Where the clip file starts, in seconds on the source's clock: ``clip_start`` for a
+#: re-encoded clip, the keyframe at or before it for a stream copy.
+CLIP_FILE_START = "clip_file_start"
+#: Fields of one entry of ``captions``.
+CAPTION_IDX = "idx"
+CAPTION_TIMESTAMP = "timestamp"
+CAPTION_KIND = "kind"
+CAPTION_TEXT = "text"
 STAGE = "stage"
 REASON = "reason"
 DETAIL = "detail"
@@ -55,16 +70,17 @@ USAGE_TYPE = pa.struct([
     ("output_tokens", pa.int64()), ("cost_usd", pa.float64()),
 ])
 CAPTION_TYPE = pa.struct([
-    ("idx", pa.int64()), ("timestamp", pa.float64()), ("kind", pa.string()), ("text", pa.string()),
+    (CAPTION_IDX, pa.int64()), (CAPTION_TIMESTAMP, pa.float64()), (CAPTION_KIND, pa.string()),
+    (CAPTION_TEXT, pa.string()),
 ])
 
 #: Columns of ``dataset/*.parquet``, in order. Columns a run has no stage for are left out.
 DATASET_SCHEMA = pa.schema([
     (VIDEO_ID, pa.string()), (SOURCE, pa.string()), (URI, pa.string()),
     (CLIP_START, pa.float64()), (CLIP_END, pa.float64()), (DURATION, pa.float64()),
-    ("file_duration", pa.float64()), ("fps", pa.float64()), ("fps_num", pa.int64()),
+    (FILE_DURATION, pa.float64()), ("fps", pa.float64()), ("fps_num", pa.int64()),
     ("fps_den", pa.int64()), (WIDTH, pa.int64()), (HEIGHT, pa.int64()),
-    ("rotation", pa.int64()), ("codec", pa.string()), ("num_frames", pa.int64()),
+    (ROTATION, pa.int64()), ("codec", pa.string()), ("num_frames", pa.int64()),
     ("size_bytes", pa.int64()), ("source_caption", pa.string()),
     ("frame_timestamps", pa.list_(pa.float64())),
     (SHORT_CAPTION, pa.string()), (TEXT_EMBEDDING, pa.list_(pa.float32())),
@@ -72,6 +88,7 @@ DATASET_SCHEMA = pa.schema([
     ("keyframe_indices", pa.list_(pa.int64())), (KEYFRAME_TIMESTAMPS, pa.list_(pa.float64())),
     (KEYFRAME_PATHS, pa.list_(pa.string())),
     (CAPTIONS, pa.list_(CAPTION_TYPE)), (SUMMARY, pa.string()), (USAGE, USAGE_TYPE),
+    (CLIP_PATH, pa.string()), (CLIP_FILE_START, pa.float64()),
 ])
 
 #: Columns of ``rejected/*.parquet``.
@@ -84,3 +101,8 @@ REJECTED_SCHEMA = pa.schema([
 
 #: In the pipeline a rejection travels in the row's ``reject_*`` columns; on disk they are named so.
 REJECT_COLUMN_ON_DISK = {"reject_stage": STAGE, "reject_reason": REASON, "reject_detail": DETAIL}
+
+#: What the exports read from ``dataset/``; a file written before a stage existed lacks some.
+EXPORT_COLUMNS = (VIDEO_ID, SOURCE, URI, CLIP_START, CLIP_END, DURATION, FILE_DURATION,
+                  SHORT_CAPTION, KEYFRAME_TIMESTAMPS, KEYFRAME_PATHS, CAPTIONS, SUMMARY, USAGE,
+                  CLIP_PATH, CLIP_FILE_START)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -39,6 +39,14 @@ SUMMARY_COLUMNS = (VIDEO_ID, "reject_stage", "reject_reason", "usage")
 
 class WriterConfig(StrictModel):
     compression: str = Field("zstd", description="Parquet compression codec.")
+    clips: Literal["reencode", "copy", "none"] = Field(
+        "reencode",
+        description="Clip files for rows that are spans of a longer file (the `clip_files` stage). "
+        "'reencode': cut frame-exactly (libx264, audio as AAC). 'copy': stream-copy from the "
+        "keyframe at or before the span's start (fast; the real start is recorded as "
+        "`clip_file_start`). 'none': no clip files; exports that need a file leave such rows out.")
+    clip_crf: int = Field(18, ge=0, le=51, description="libx264 CRF of re-encoded clips (lower = better).")
+    clip_preset: str = Field("veryfast", description="libx264 preset of re-encoded clips.")
 
 
 def _python_value(value: Any) -> Any:

@@ -33,9 +33,23 @@ def safe_video_dir(video_id: str) -> str:
     return safe
 
 
-def keyframe_path(video_id: str, k: int, timestamp_s: float) -> str:
-    """Path of keyframe ``k`` relative to the output root."""
+def keyframe_path(video_id: str, k: int, timestamp_s: float, naming: str = "index") -> str:
+    """Path of keyframe ``k`` relative to the output root (``naming``: see KeyframeConfig)."""
+    if naming == "official":
+        return f"{KEYFRAME_DIR}/{safe_video_dir(video_id)}/frame_{timestamp_s:.2f}.png"
     return f"{KEYFRAME_DIR}/{safe_video_dir(video_id)}/{k:03d}_{int(round(timestamp_s * 1000))}.jpg"
+
+
+def keyframe_paths(video_id: str, times: Sequence[float], naming: str = "index") -> list[str]:
+    """Paths of a video's keyframes. Two official names that round to the same 1/100 s (frames
+    sampled less than 10 ms apart) would overwrite each other: the later ones get ``_<k>``."""
+    paths = [keyframe_path(video_id, k, t, naming) for k, t in enumerate(times)]
+    seen: set[str] = set()
+    for k, path in enumerate(paths):
+        if path in seen:
+            paths[k] = path.replace(".png", f"_{k}.png")
+        seen.add(paths[k])
+    return paths
 
 
 def jpeg_size(data: bytes) -> tuple[int, int]:
@@ -127,7 +141,9 @@ class SelectKeyframes(Operator):
         indices = select_keyframes(embeddings, timestamps, self.config, _LazyFrames(frames))
         times = [timestamps[k] for k in indices]
         images = self._images(batch, i, [frames[k] for k in indices], times)
-        paths = [keyframe_path(video_id, k, t) for k, t in enumerate(times)]
+        paths = keyframe_paths(video_id, times, self.config.naming)
+        if self.config.naming == "official":
+            images = [_png(data) for data in images]
         for path, data in zip(paths, images, strict=True):
             write_bytes_atomic(join(self.output_dir, path), data)
         return indices, times, paths
@@ -175,6 +191,14 @@ def _int(batch: Batch, column: str, i: int) -> int:
     """An integer cell (width, height, rotation); 0 when the probe left it missing."""
     value = cell(batch, column, i)
     return 0 if value is None else int(value)
+
+
+def _png(jpeg: bytes) -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(decode_image(jpeg), mode="RGB").save(out, format="PNG")
+    return out.getvalue()
 
 
 def _shrink_jpeg(data: bytes, longest_side: int, quality: int) -> bytes:

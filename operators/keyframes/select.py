@@ -71,6 +71,12 @@ class KeyframeConfig(StrictModel):
         "sampled frames are smaller than `image_longest_side` and the source is larger than them. "
         "'never': always use the sampled frames. 'always': always re-read from the source.",
     )
+    naming: Literal["index", "official"] = Field(
+        "index",
+        description="Keyframe file names. 'index': `keyframes/<video>/001_4004.jpg` (keyframe 1 "
+        "at 4.004 s). 'official': `keyframes/<video>/frame_4.00.png`, PNG named by timestamp as "
+        "in the released keyframe example, for the released captioner scripts.",
+    )
 
 
 def is_blank(rgb: np.ndarray, tolerance: float = 8.0) -> bool:

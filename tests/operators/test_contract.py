@@ -27,6 +27,7 @@ from operators.keyframes.clip_model import ClipConfig
 from operators.keyframes.operator import SelectKeyframes
 from operators.sources.common import make_row
 from operators.sources.webdataset import ExpandShards, WebDatasetSource
+from operators.video.clips import CutClips
 from operators.video.duration_filter import DurationFilter
 from operators.video.probe import ProbeVideo
 from operators.video.sample import SampleFrames
@@ -71,6 +72,7 @@ def world(tmp_path_factory):
             SemanticDedup(),
             ClipEncode(ClipConfig(**clip, image_batch_size=8)),
             SelectKeyframes(output_dir=str(root / "out")),
+            CutClips(output=str(root / "out")),
             WriteShards(output=str(root / "out")),
         ],
     }

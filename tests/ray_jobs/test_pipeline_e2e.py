@@ -44,7 +44,7 @@ def smoke(samples, tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke") / "out"
     config = out.parent / "smoke.yaml"
     config.write_text(yaml.safe_dump(smoke_config(samples, out)))
-    result = sg4v("run", str(config))
+    result = sg4v("run", str(config), "--export", "sharegpt4video")
     assert result.returncode == 0, result.stderr[-4000:]
     return out, result
 
@@ -105,6 +105,7 @@ def test_rerun_rebuilds_dedup_state_from_kept_rows(samples, tmp_path):
     assert dup["reason"] == "duplicate"
     assert json.loads(dup["detail"])["nearest_id"] == "three_scenes"
     assert "already done" in result.stdout
+    assert not (out / "exports").exists()  # a run exports only when asked to
 
 
 def test_calibrate_keyframes_prints_counts_per_threshold(samples, tmp_path):
@@ -140,9 +141,11 @@ def test_keyframes_are_captioned_and_summarized(smoke):
         calls += row["usage"]["calls"]
     assert stats["api_usage"]["calls"] == calls
     assert f"API: {calls} calls paid" in result.stdout
-    release = [json.loads(line) for line in (out / "sharegpt4video.jsonl").read_text().splitlines()]
+    release_dir = out / "exports" / "sharegpt4video"  # asked for with --export, after stats.json
+    release = [json.loads(line) for line in (release_dir / "sharegpt4video.jsonl").read_text().splitlines()]
     assert {r["video_id"] for r in release} == set(rows(out / "dataset"))
     assert all(r["captions"][-1]["idx"] == "-1" for r in release)
+    assert f"exported to {release_dir}" in result.stdout
 
 
 def test_estimate_predicts_the_calls_of_the_run(smoke, samples, tmp_path):

@@ -20,11 +20,11 @@ import pytest
 
 import operators.io
 from operators.base import object_column
+from operators.dataset.exports.rows import captioned_rows
 from operators.dataset.reader import read_column_values
 from operators.dataset.resume import drop_rejections, remove_temp_files, resume_state
 from operators.dataset.schema import REJECTED_SCHEMA
 from operators.dataset.writer import WriteShards, parquet_bytes, to_table
-from ray_jobs.exports import captioned_rows
 from tests.ray_jobs.conftest import sg4v
 from tests.reliability.llm_runs import (
     add_videos,
@@ -85,7 +85,7 @@ def test_a_write_killed_halfway_is_never_read_and_is_cleaned(tmp_path, monkeypat
     assert [p.name[:5] for p in torn] == [".tmp-"] and torn[0].stat().st_size > 0
     assert not files(tmp_path, "*.parquet")  # nothing under a final name
     assert read_column_values(str(tmp_path), "dataset", ["video_id"]) == []
-    assert captioned_rows(str(tmp_path)) == []  # exports and the report list files the same way
+    assert list(captioned_rows(str(tmp_path))) == []  # exports and the report list files the same way
     assert resume_state(str(tmp_path)).done == set()
     assert remove_temp_files(str(tmp_path)) == 1 and not files(tmp_path / "dataset")
 

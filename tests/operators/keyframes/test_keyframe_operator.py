@@ -166,3 +166,23 @@ def test_needs_output_dir_and_declares_its_columns(scene_video: Path) -> None:
     assert set(SelectKeyframes.input_columns) == set(batch)
     out = SelectKeyframes(KeyframeConfig(reread="never"), output_dir="memory://kf")(batch)
     assert set(out) == set(batch) | set(SelectKeyframes.output_columns)
+
+
+def test_official_naming_writes_pngs_named_by_timestamp(scene_video: Path, tmp_path: Path) -> None:
+    """keyframes.naming=official: `frame_{t:.2f}.png` as the released keyframe example names
+    them; the images are real PNGs showing the frame at that time."""
+    from PIL import Image
+
+    from operators.keyframes.operator import keyframe_paths
+
+    jpegs, times = sample(scene_video, 0.5, (160, 120))
+    op = SelectKeyframes(KeyframeConfig(naming="official"), output_dir=str(tmp_path))
+    out = op(row_batch(scene_video, jpegs, times))
+    for t, rel in zip(out["keyframe_timestamps"][0], out["keyframe_paths"][0], strict=True):
+        assert rel == f"keyframes/cuts/frame_{t:.2f}.png"
+        with Image.open(tmp_path / rel) as image:
+            assert image.format == "PNG"
+        assert read_index(decode_image((tmp_path / rel).read_bytes())) == round(t * FPS)
+    # Two times that round to the same 1/100 s never share a file.
+    assert keyframe_paths("v", [1.001, 1.004], "official") == [
+        "keyframes/v/frame_1.00.png", "keyframes/v/frame_1.00_1.png"]
