@@ -83,9 +83,19 @@ def _upright(width: int, height: int, rotation: int | float | None) -> tuple[int
 
 
 def _frame_at(container, stream, target: float):  # type: ignore[no-untyped-def]
-    """The frame with the latest time <= target (seek backward to a keyframe, decode forward)."""
+    """The frame with the latest time <= target (seek backward to a keyframe, decode forward).
+    When the seek lands on a picture flagged as a keyframe that does not decode alone (FFmpeg
+    marks the frames after it corrupt), decode from the start of the file instead."""
     time_base = float(stream.time_base)
     container.seek(max(0, int((target + _EPS_S) / time_base)), stream=stream, backward=True, any_frame=False)
+    best = _decode_to(container, stream, target, time_base)
+    if best is not None and getattr(best, "is_corrupt", False):
+        container.seek(0, stream=stream, backward=True, any_frame=False)
+        best = _decode_to(container, stream, target, time_base)
+    return best
+
+
+def _decode_to(container, stream, target: float, time_base: float):  # type: ignore[no-untyped-def]
     best = None
     for frame in container.decode(stream):
         if frame.pts is None:

@@ -76,8 +76,9 @@ def decoded_frames(
     """Every frame, with seconds from stream start, from the keyframe before ``clip_start`` on.
 
     ``rewind``: the container was read already. A decode error ends the stream (noted in
-    ``errors``). If the demuxer's seek lands after ``clip_start`` (inexact indexes), decoding
-    restarts from the beginning of the file."""
+    ``errors``). If the demuxer's seek lands after ``clip_start`` (inexact indexes), or on a
+    picture flagged as a keyframe that does not decode alone (FFmpeg marks what follows it
+    corrupt: grey or green frames), decoding restarts from the beginning of the file."""
     import av
 
     origin = stream.start_time or 0
@@ -88,8 +89,9 @@ def decoded_frames(
         try:
             for n, frame in enumerate(container.decode(stream)):
                 t = times(frame)
-                if n == 0 and attempt == 0 and clip_start > TOLERANCE_S and t > clip_start + TOLERANCE_S:
-                    break  # seek overshot: restart from the start of the file
+                if n == 0 and attempt == 0 and clip_start > TOLERANCE_S and (
+                        t > clip_start + TOLERANCE_S or getattr(frame, "is_corrupt", False)):
+                    break  # seek overshot, or landed on a false keyframe: restart from the start
                 yield frame, t
             else:
                 return
