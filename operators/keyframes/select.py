@@ -71,6 +71,13 @@ class KeyframeConfig(StrictModel):
         "sampled frames are smaller than `image_longest_side` and the source is larger than them. "
         "'never': always use the sampled frames. 'always': always re-read from the source.",
     )
+    packing: Literal["archive", "files"] = Field(
+        "archive",
+        description="'archive': each select_keyframes task writes its batch's keyframes into one "
+        "uncompressed tar under keyframes/ and rows address their images by byte range "
+        "(a handful of objects per thousand videos). 'files': one JPEG per keyframe under "
+        "keyframes/<video>/ (about six objects per video; fine for small local runs).",
+    )
 
 
 def is_blank(rgb: np.ndarray, tolerance: float = 8.0) -> bool:
