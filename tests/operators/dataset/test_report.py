@@ -24,6 +24,13 @@ def report(tmp_path_factory) -> Path:
     return Path(write_report(str(output), page_size=2))
 
 
+@pytest.fixture(scope="module")
+def packed_report(tmp_path_factory) -> Path:
+    """The same output with its keyframes packed into an archive (the pipeline's default)."""
+    output = write_output(tmp_path_factory.mktemp("packed") / "out", packed=True)
+    return Path(write_report(str(output), page_size=2))
+
+
 def render(page: Path, fragment: str = "") -> str:
     """The page's DOM after its scripts ran, as headless Chromium sees it."""
     with tempfile.TemporaryDirectory() as profile:
@@ -44,8 +51,8 @@ def text_of(dom: str) -> str:
 def test_report_files_and_pages(report):
     data = report.parent / "data"
     assert report.name == "index.html" and report.parent.name == "report"
-    assert sorted(p.name for p in data.iterdir()) == ["page-0000.js", "page-0001.js", "page-0002.js",
-                                                       "summary.js"]
+    assert sorted(p.name for p in data.iterdir()) == ["ids-0000.js", "page-0000.js", "page-0001.js",
+                                                       "page-0002.js", "summary.js"]
     assert (report.parent / "report.js").exists() and (report.parent / "report.css").exists()
     assert '"id":"alpha"' in (data / "page-0000.js").read_text()
     assert '"id":"pending"' in (data / "page-0002.js").read_text()
@@ -106,3 +113,24 @@ def test_browser_pages_and_links(report):
     assert 'class="video focus" id="video-clip.7"' in dom
     text = text_of(dom)
     assert "Page 2 of 3" in text and "clip 10.00 s – 16.00 s" in text and "clip.7 caption 1 at 2.50s" in text
+
+
+@needs_chromium
+def test_browser_shows_packed_keyframes(packed_report):
+    """Archive members cannot be shown from file:// by path: the report embeds them, and the
+    browser decodes every one (naturalWidth > 0 once loaded)."""
+    assert not list((packed_report.parents[1] / "keyframes").glob("*/*.jpg"))  # only the archive
+    page = packed_report.parent / "data" / "page-0000.js"
+    assert page.read_text().count("data:image/jpeg;base64,") == 3 + 1
+    probe = packed_report.parent / "probe.html"
+    probe.write_text(packed_report.read_text().replace(
+        "</body>", "<script>setTimeout(function () { var ok = [].filter.call("
+        "document.images, function (i) { return i.complete && i.naturalWidth === 64; });"
+        " document.body.setAttribute('data-decoded', ok.length + '/' + document.images.length);"
+        " }, 1500);</script></body>"))
+    dom = render(probe)
+    assert 'data-decoded="4/4"' in dom, re.findall(r"data-decoded=\"[^\"]*\"", dom)
+    text = text_of(dom)
+    assert "alpha caption 2 at 8.50s" in text and "Page 1 of 3" in text
+    text = text_of(render(packed_report, "#video=gamma"))
+    assert "Page 2 of 3" in text and "gamma caption 3 at 14.00s" in text
