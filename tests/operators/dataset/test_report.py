@@ -134,3 +134,43 @@ def test_browser_shows_packed_keyframes(packed_report):
     assert "alpha caption 2 at 8.50s" in text and "Page 1 of 3" in text
     text = text_of(render(packed_report, "#video=gamma"))
     assert "Page 2 of 3" in text and "gamma caption 3 at 14.00s" in text
+
+
+REPORT_PEAK = """
+import json, resource, sys
+from PIL import Image  # noqa: F401  (imported by the report for packed keyframes)
+import pyarrow.parquet  # noqa: F401
+from operators.dataset.report import write_report
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+write_report(sys.argv[1], sys.argv[2])
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"base_kib": base, "peak_kib": peak}))
+"""
+
+
+def report_peak_mib(output: Path, dest: Path) -> float:
+    """Peak RSS the report adds over its imports, in a fresh interpreter."""
+    import json
+    import os
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
+    result = subprocess.run([sys.executable, "-c", REPORT_PEAK, str(output), str(dest / "index.html")],
+                            capture_output=True, text=True, timeout=300, env=env, check=True)
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    return (figures["peak_kib"] - figures["base_kib"]) / 1024
+
+
+def test_report_of_20k_rows_streams_in_bounded_memory(tmp_path):
+    """20,000 kept videos (20 files, packed keyframes) and 2,000 rejected: the report holds one
+    file and one page at a time. Holding every row (as before) took ~10 KB a row: ~200 MB here."""
+    from testing.outputs import write_synthetic_output
+
+    output = write_synthetic_output(tmp_path / "out", 20_000)
+    added = report_peak_mib(output, tmp_path / "report")
+    assert added < 60, f"the report added {added:.0f} MiB of peak RSS for 20k rows"
+    data = tmp_path / "report" / "data"
+    assert len(list(data.glob("page-*.js"))) == 400 and len(list(data.glob("ids-*.js"))) == 4
+    summary = (data / "summary.js").read_text()
+    assert '"kept":20000' in summary and '"rejected":2000' in summary and '"duplicatesTotal":200' in summary
+    assert (data / "page-0399.js").read_text().count("data:image/jpeg;base64,") == 50 * 3
