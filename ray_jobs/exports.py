@@ -27,7 +27,7 @@ from typing import Any
 
 from operators.base import is_missing
 from operators.dataset.reader import read_column_values
-from operators.io import filesystem, is_local, join, local_path, write_bytes_atomic
+from operators.io import filesystem, is_local, join, local_path, open_binary, write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +135,6 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def _write_shard(output: str, rows: list[dict[str, Any]], dest: str) -> None:
-    fs, root = filesystem(output)
     local_dir = os.path.dirname(local_path(dest)) if is_local(dest) else None
     if local_dir:
         os.makedirs(local_dir, exist_ok=True)
@@ -148,7 +147,8 @@ def _write_shard(output: str, rows: list[dict[str, Any]], dest: str) -> None:
                 sample = webdataset_sample(row)
                 _add(tar, f"{key}.json", json.dumps(sample, ensure_ascii=False).encode("utf-8"))
                 for i, path in enumerate(row.get("keyframe_paths") or []):
-                    _add(tar, f"{key}.{i:03d}.jpg", fs.cat_file(join(root, path)))
+                    with open_binary(join(output, path)) as image:  # a file or a packed member
+                        _add(tar, f"{key}.{i:03d}.jpg", image.read())
         if local_dir:
             os.replace(tmp, local_path(dest))
         else:

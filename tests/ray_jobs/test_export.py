@@ -118,3 +118,14 @@ def test_sample_keys_are_unique_and_dot_free():
 def test_unknown_format_is_named():
     with pytest.raises(ValueError, match="unknown export format 'csv'"):
         export("/nowhere", "csv")
+
+
+def test_webdataset_export_reads_packed_keyframes(tmp_path):
+    """Keyframes packed into archives (the pipeline's default) export as the same images."""
+    loose, packed = write_output(tmp_path / "loose"), write_output(tmp_path / "packed", packed=True)
+    images = []
+    for out in (loose, packed):
+        shards = export_webdataset(str(out), shard_size=10)
+        with tarfile.open(shards[0]) as tar:
+            images.append({m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.name.endswith(".jpg")})
+    assert images[0] == images[1] and len(images[0]) == 3 + 1 + 2 + 4
