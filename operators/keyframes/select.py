@@ -76,7 +76,7 @@ class KeyframeConfig(StrictModel):
         description="'archive': each select_keyframes task writes its batch's keyframes into one "
         "uncompressed tar under keyframes/ and rows address their images by byte range "
         "(a handful of objects per thousand videos). 'files': one JPEG per keyframe under "
-        "keyframes/<video>/ (about six objects per video; fine for small local runs).",
+        "keyframes/<video>/ (one object per keyframe; fine for small local runs).",
     )
 
 
