@@ -75,7 +75,7 @@ class KeyframeConfig(StrictModel):
         "archive",
         description="'archive': each select_keyframes task writes its batch's keyframes into one "
         "uncompressed tar under keyframes/ and rows address their images by byte range "
-        "(a handful of objects per thousand videos). 'files': one JPEG per keyframe under "
+        "(one object per select_keyframes batch of videos). 'files': one JPEG per keyframe under "
         "keyframes/<video>/ (one object per keyframe; fine for small local runs).",
     )
 
