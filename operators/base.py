@@ -79,6 +79,14 @@ class Operator:
     #: Batches one actor may run at once (Ray Data's max_concurrent_calls_per_actor, on
     #: threads). More than 1 only for an operator whose ``__call__`` is thread-safe.
     max_concurrent_batches: ClassVar[int] = 1
+    #: True for a stage that turns each call into files of ``batch_size`` rows (the writer):
+    #: the adapter first keeps only the columns :meth:`keeps` accepts, then gathers rows into
+    #: blocks of exactly ``batch_size``, so each call gets that many rows (all but the last).
+    exact_batches: ClassVar[bool] = False
+
+    def keeps(self, column: str) -> bool:
+        """Whether an ``exact_batches`` stage needs ``column`` (the rest is dropped before it)."""
+        return True
 
     def __init__(self, config: Any = None, resources: Resources | None = None) -> None:
         self.config = config

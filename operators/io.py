@@ -3,15 +3,20 @@
 A video URI is one of:
 - a local path (``/data/a.mp4``) or ``file://`` URL;
 - any fsspec URL (``s3://bucket/a.mp4``, ``gs://bucket/a.mp4``, ``memory://a.mp4``);
-- a member of a tar shard in fsspec's chained form ``tar://KEY.mp4::SHARD_URL``.
+- a member of a tar shard in fsspec's chained form ``tar://KEY.mp4::SHARD_URL``;
+- a byte range of a file, ``FILE#offset=O&size=N&member=NAME``: how a keyframe packed into an
+  uncompressed archive is addressed (``member`` is its name inside, for people and exports).
+  Reading one is a single ranged read (one GET on an object store), never an archive scan.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import re
 import uuid
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from operators.dataset.schema import TEMP_PREFIX
 
@@ -24,8 +29,53 @@ def local_path(uri: str) -> str:
     return uri[len("file://"):] if uri.startswith("file://") else uri
 
 
+class ByteRange(NamedTuple):
+    """A run of bytes inside a file: a member of an uncompressed archive."""
+
+    file: str
+    offset: int
+    size: int
+    member: str
+
+
+# The member name is last and may hold anything but a newline; our writers never put "#" in
+# a file name they create, so a path with this tail is always a range.
+_RANGE = re.compile(r"^(?P<file>.+?)#offset=(?P<offset>\d+)&size=(?P<size>\d+)&member=(?P<member>[^\n]*)$")
+
+
+def range_uri(file: str, offset: int, size: int, member: str) -> str:
+    """The URI of ``size`` bytes at ``offset`` in ``file`` (which may be relative)."""
+    return f"{file}#offset={int(offset)}&size={int(size)}&member={member}"
+
+
+def parse_range_uri(uri: str) -> ByteRange | None:
+    """The parts of a byte-range URI, or None when ``uri`` is a plain file or URL."""
+    m = _RANGE.match(uri)
+    if m is None:
+        return None
+    return ByteRange(m["file"], int(m["offset"]), int(m["size"]), m["member"])
+
+
+def read_range(file: str, offset: int, size: int) -> bytes:
+    """``size`` bytes at ``offset`` in ``file``: a seek and a read, or one ranged GET."""
+    if is_local(file):
+        with open(local_path(file), "rb") as f:
+            f.seek(offset)
+            data = f.read(size)
+    else:
+        fs, path = filesystem(file)
+        data = fs.cat_file(path, start=offset, end=offset + size)
+    if len(data) != size:
+        raise OSError(f"{file}: wanted {size} bytes at offset {offset}, the file holds {len(data)}")
+    return data
+
+
 def open_binary(uri: str) -> IO[bytes]:
     """Open ``uri`` for reading as a seekable binary file object."""
+    ranged = parse_range_uri(uri)
+    if ranged is not None:
+        # Members are small (a keyframe JPEG): read once into memory, seekable at no cost.
+        return io.BytesIO(read_range(ranged.file, ranged.offset, ranged.size))
     if is_local(uri):
         return open(local_path(uri), "rb")
     import fsspec

@@ -175,8 +175,30 @@ def apply_operator(ds: Any, op: Operator, override: Any | None = None) -> Any:
         # videos. Cutting blocks to the actor's batch size keeps the pipeline streaming and
         # lets results be written (and survive a crash) a few videos at a time.
         ds = ds.repartition(target_num_rows_per_block=res.batch_size)
+    if op.exact_batches:
+        ds = gather_for(ds, op, res)
     logger.debug("stage %s: %s", op.name, {k: v for k, v in kwargs.items() if "kwargs" not in k})
     return ds.map_batches(fn, **kwargs)
+
+
+def _keep_columns(table: Any, op: Operator) -> Any:
+    return table.select([c for c in table.column_names if op.keeps(c)])
+
+
+def gather_for(ds: Any, op: Operator, res: Resources) -> Any:
+    """Blocks of exactly ``res.batch_size`` rows (all but the last) holding only the columns
+    ``op`` keeps. Upstream actor stages cut blocks to a few rows; a task pool given a larger
+    ``batch_size`` bundles blocks until it has that many rows and then calls its function once
+    per full batch plus once for the leftover, which for the writer meant a second, small file
+    per task. Exact blocks give one call, one file. Dropping the frames first keeps a gathered
+    block at a few KB per row instead of a few MB."""
+    def columns(table: Any) -> Any:
+        return _keep_columns(table, op)
+
+    columns.__name__ = columns.__qualname__ = f"{op.name}_columns"
+    ds = ds.map_batches(columns, batch_format="pyarrow", batch_size=None, zero_copy_batch=True,
+                        num_cpus=min(res.num_cpus, 0.25) or 0.25)
+    return ds.repartition(target_num_rows_per_block=res.batch_size, strict=True)
 
 
 def capacity_problems(stages: list[tuple[Operator, Resources]], available: dict[str, float]) -> list[str]:

@@ -7,7 +7,7 @@ drift waiting to happen.
     OUTPUT/
       dataset/*.parquet     one row per kept video (DATASET_SCHEMA)
       rejected/*.parquet    one row per dropped video (REJECTED_SCHEMA)
-      keyframes/            keyframe images, referenced by KEYFRAME_PATHS
+      keyframes/            keyframe images (archives, see archive.py), referenced by KEYFRAME_PATHS
       llm_cache/            content-addressed API responses
       stats.json            counts, timings, tokens, cost of the last run
       config.yaml           the resolved config, without secrets

@@ -1,10 +1,13 @@
 """The last stage: kept rows to ``dataset/``, rejected rows to ``rejected/``, as Parquet.
 
-Each batch becomes at most one file in each folder, written under a temporary name and renamed,
-so a killed run never leaves a half-written file behind for a rerun to trust. A file is named
-after the ids it holds, so a batch written twice (a task Ray retries after its worker died
-between the write and the reply) replaces its own file instead of adding a second copy. The stage
-returns one small summary row per input row (its id and fate) for the run's ``stats.json``.
+Files are sized for object stores: the adapter gathers ``rows_per_file`` rows per call (the
+stage's ``batch_size``), and a call writes one file per folder unless its rows exceed
+``bytes_per_file``, when they are cut into files under that size. Each file is written under a
+temporary name and renamed, so a killed run never leaves a half-written file behind for a rerun
+to trust. A file is named after the ids it holds, so a batch written twice (a task Ray retries
+after its worker died between the write and the reply) replaces its own file instead of adding a
+second copy. The stage returns one small summary row per input row (its id and fate) for the
+run's ``stats.json``.
 """
 
 from __future__ import annotations
@@ -47,6 +50,16 @@ class WriterConfig(StrictModel):
         "`clip_file_start`). 'none': no clip files; exports that need a file leave such rows out.")
     clip_crf: int = Field(18, ge=0, le=51, description="libx264 CRF of re-encoded clips (lower = better).")
     clip_preset: str = Field("veryfast", description="libx264 preset of re-encoded clips.")
+    rows_per_file: int = Field(
+        1000, ge=1,
+        description="Rows gathered into one call of the writer, hence the most rows per file in "
+        "dataset/ and rejected/. A row counts as done for a rerun only once its file is written, "
+        "so a killed run redoes up to this many rows per writer task in flight (their API "
+        "answers come from the cache). The writer's batch_size; stages.write.batch_size, if set, wins.")
+    bytes_per_file: int = Field(
+        64 * 2**20, ge=2**16,
+        description="Most bytes of one file's rows, measured in Arrow memory before compression "
+        "(the file is smaller): a call whose rows exceed it writes several files.")
 
 
 def _python_value(value: Any) -> Any:
@@ -84,6 +97,7 @@ class WriteShards(Operator):
     input_columns: ClassVar[tuple[str, ...]] = ("video_id", "uri", "source")
     output_columns: ClassVar[tuple[str, ...]] = ("written_to",)
     sees_rejected: ClassVar[bool] = True
+    exact_batches: ClassVar[bool] = True
 
     def __init__(self, config: WriterConfig | None = None, resources: Resources | None = None,
                  *, output: str) -> None:
@@ -91,14 +105,28 @@ class WriteShards(Operator):
         self.output = output
 
     def default_resources(self) -> Resources:
-        return Resources(num_cpus=0.5, batch_size=64)
+        return Resources(num_cpus=0.5, batch_size=self.config.rows_per_file)
 
-    def _write(self, folder: str, table: pa.Table) -> str:
+    def keeps(self, column: str) -> bool:
+        return (column in DATASET_SCHEMA.names or column in REJECTED_SCHEMA.names
+                or column in REJECT_COLUMN_ON_DISK or column in SUMMARY_COLUMNS
+                or column.startswith("_t_"))
+
+    def _write_one(self, folder: str, table: pa.Table) -> str:
         ids = "\n".join(str(v) for v in table.column(VIDEO_ID).to_pylist())
         name = f"part-{hashlib.sha256(ids.encode()).hexdigest()[:24]}.parquet"
         relative = f"{folder}/{name}"
         write_bytes_atomic(join(self.output, relative), parquet_bytes(table, self.config.compression))
         return relative
+
+    def _write(self, folder: str, table: pa.Table) -> list[str]:
+        """Write ``table`` as files within the size limits; each row's file, in order."""
+        rows = min(self.config.rows_per_file, _rows_within(table, self.config.bytes_per_file))
+        written: list[str] = []
+        for start in range(0, table.num_rows, rows):
+            part = table.slice(start, rows)
+            written.extend([self._write_one(folder, part)] * part.num_rows)
+        return written
 
     def __call__(self, batch: Batch) -> Batch:
         n = len(batch[VIDEO_ID])
@@ -107,19 +135,25 @@ class WriteShards(Operator):
         if kept.any():
             idx = np.flatnonzero(kept)
             columns = {k: [batch[k][i] for i in idx] for k in batch if k in DATASET_SCHEMA.names}
-            path = self._write(DATASET_DIR, to_table(columns, DATASET_SCHEMA))
-            for i in idx:
+            for i, path in zip(idx, self._write(DATASET_DIR, to_table(columns, DATASET_SCHEMA)), strict=True):
                 written[i] = path
         if (~kept).any():
             idx = np.flatnonzero(~kept)
             renamed = REJECT_COLUMN_ON_DISK
             columns = {renamed.get(k, k): [batch[k][i] for i in idx]
                        for k in batch if renamed.get(k, k) in REJECTED_SCHEMA.names}
-            path = self._write(REJECTED_DIR, to_table(columns, REJECTED_SCHEMA))
-            for i in idx:
+            for i, path in zip(idx, self._write(REJECTED_DIR, to_table(columns, REJECTED_SCHEMA)), strict=True):
                 written[i] = path
         out: Batch = {k: batch[k] for k in batch if k in SUMMARY_COLUMNS or k.startswith("_t_")}
         for column in REJECT_COLUMNS[:2]:
             out.setdefault(column, object_column([None] * n))
         out["written_to"] = object_column(written)
         return out
+
+
+def _rows_within(table: pa.Table, max_bytes: int) -> int:
+    """Rows per file so that a file's rows stay under ``max_bytes`` (rows of one batch are
+    close in size: the same columns, captions of similar length)."""
+    if table.num_rows == 0 or table.nbytes <= max_bytes:
+        return max(1, table.num_rows)
+    return max(1, int(table.num_rows * max_bytes / table.nbytes))

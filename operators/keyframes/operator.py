@@ -11,7 +11,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from operators.base import Batch, Operator, Resources, RowRejected, cell
+from operators.base import Batch, Operator, Resources, RowRejected, cell, object_column
+from operators.dataset.archive import write_archive
 from operators.dataset.schema import KEYFRAMES_DIR
 from operators.io import join, write_bytes_atomic
 from operators.keyframes.select import KeyframeConfig, select_keyframes
@@ -33,17 +34,23 @@ def safe_video_dir(video_id: str) -> str:
     return safe
 
 
-def keyframe_path(video_id: str, k: int, timestamp_s: float, naming: str = "index") -> str:
-    """Path of keyframe ``k`` relative to the output root (``naming``: see KeyframeConfig)."""
+def keyframe_name(video_id: str, k: int, timestamp_s: float, naming: str = "index") -> str:
+    """Name of keyframe ``k``: its path under ``keyframes/``, or its member name in an archive
+    (``naming``: see KeyframeConfig)."""
     if naming == "official":
-        return f"{KEYFRAME_DIR}/{safe_video_dir(video_id)}/frame_{timestamp_s:.2f}.png"
-    return f"{KEYFRAME_DIR}/{safe_video_dir(video_id)}/{k:03d}_{int(round(timestamp_s * 1000))}.jpg"
+        return f"{safe_video_dir(video_id)}/frame_{timestamp_s:.2f}.png"
+    return f"{safe_video_dir(video_id)}/{k:03d}_{int(round(timestamp_s * 1000))}.jpg"
 
 
-def keyframe_paths(video_id: str, times: Sequence[float], naming: str = "index") -> list[str]:
-    """Paths of a video's keyframes. Two official names that round to the same 1/100 s (frames
+def keyframe_path(video_id: str, k: int, timestamp_s: float, naming: str = "index") -> str:
+    """Path of keyframe ``k`` relative to the output root (``packing: files``)."""
+    return f"{KEYFRAME_DIR}/{keyframe_name(video_id, k, timestamp_s, naming)}"
+
+
+def keyframe_names(video_id: str, times: Sequence[float], naming: str = "index") -> list[str]:
+    """Names of a video's keyframes. Two official names that round to the same 1/100 s (frames
     sampled less than 10 ms apart) would overwrite each other: the later ones get ``_<k>``."""
-    paths = [keyframe_path(video_id, k, t, naming) for k, t in enumerate(times)]
+    paths = [keyframe_name(video_id, k, t, naming) for k, t in enumerate(times)]
     seen: set[str] = set()
     for k, path in enumerate(paths):
         if path in seen:
@@ -78,8 +85,11 @@ class SelectKeyframes(Operator):
 
     Adds per row: ``keyframe_indices`` (list of int, into ``frames``), ``keyframe_timestamps``
     (list of float, seconds from the clip start, the sampled frames' own times) and
-    ``keyframe_paths`` (list of str, relative to the output root, e.g.
-    ``keyframes/<video>/001_4004.jpg`` = keyframe 1 at 4.004 s).
+    ``keyframe_paths`` (list of str, relative to the output root; every one opens with
+    ``operators.io.open_binary(join(output, path))``). With ``packing: archive`` (the default)
+    the batch's images go into one tar and a path is a byte range of it,
+    ``keyframes/part-<hash>.tar#offset=O&size=N&member=<video>/001_4004.jpg``; with ``files``
+    it is ``keyframes/<video>/001_4004.jpg`` (= keyframe 1 at 4.004 s).
 
     Images have their longest side at ``image_longest_side`` (never upscaled). They are re-read
     from the source at ``clip_start + timestamp`` when the sampled frames are smaller than that
@@ -123,10 +133,40 @@ class SelectKeyframes(Operator):
     def __call__(self, batch: Batch) -> Batch:
         if not self.output_dir:
             raise ValueError("SelectKeyframes needs output_dir (the job's output root)")
-        return self.map_rows(batch, lambda i: dict(zip(self.output_columns, self._one(batch, i), strict=True)))
+        images: dict[int, list[bytes]] = {}
 
-    def _one(self, batch: Batch, i: int) -> tuple[list[int], list[float], list[str]]:
-        video_id = str(batch["video_id"][i])
+        def one(i: int) -> dict:
+            indices, times, images[i] = self._one(batch, i)
+            return {"keyframe_indices": indices, "keyframe_timestamps": times}
+
+        batch = self.map_rows(batch, one, ("keyframe_indices", "keyframe_timestamps"))
+        batch["keyframe_paths"] = object_column(self._write_images(batch, images))
+        return batch
+
+    def _write_images(self, batch: Batch, images: dict[int, list[bytes]]) -> list[list[str] | None]:
+        """Write the images of the rows that got keyframes; each row's paths (None: rejected)."""
+        paths: list[list[str] | None] = [None] * len(batch["video_id"])
+        naming = self.config.naming
+        names = {i: keyframe_names(str(batch["video_id"][i]), list(batch["keyframe_timestamps"][i]), naming)
+                 for i in images}
+        if naming == "official":  # the released scripts read PNGs
+            images = {i: [_png(data) for data in row] for i, row in images.items()}
+        if self.config.packing == "files":
+            for i, data in images.items():
+                paths[i] = [f"{KEYFRAME_DIR}/{name}" for name in names[i]]
+                for path, jpeg in zip(paths[i], data, strict=True):
+                    write_bytes_atomic(join(self.output_dir, path), jpeg)
+            return paths
+        if not images:
+            return paths
+        rows = sorted(images)
+        members = [(name, jpeg) for i in rows for name, jpeg in zip(names[i], images[i], strict=True)]
+        uris = iter(write_archive(self.output_dir, [str(batch["video_id"][i]) for i in rows], members))
+        for i in rows:
+            paths[i] = [next(uris) for _ in images[i]]
+        return paths
+
+    def _one(self, batch: Batch, i: int) -> tuple[list[int], list[float], list[bytes]]:
         frames = list(batch["frames"][i]) if batch["frames"][i] is not None else []
         timestamps = [float(t) for t in (batch["frame_timestamps"][i] if frames else [])]
         embeddings = batch["frame_embeddings"][i]
@@ -140,13 +180,7 @@ class SelectKeyframes(Operator):
             )
         indices = select_keyframes(embeddings, timestamps, self.config, _LazyFrames(frames))
         times = [timestamps[k] for k in indices]
-        images = self._images(batch, i, [frames[k] for k in indices], times)
-        paths = keyframe_paths(video_id, times, self.config.naming)
-        if self.config.naming == "official":
-            images = [_png(data) for data in images]
-        for path, data in zip(paths, images, strict=True):
-            write_bytes_atomic(join(self.output_dir, path), data)
-        return indices, times, paths
+        return indices, times, self._images(batch, i, [frames[k] for k in indices], times)
 
     def _images(self, batch: Batch, i: int, jpegs: Sequence[bytes], times: Sequence[float]) -> list[bytes]:
         config = self.config

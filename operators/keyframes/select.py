@@ -75,7 +75,15 @@ class KeyframeConfig(StrictModel):
         "index",
         description="Keyframe file names. 'index': `keyframes/<video>/001_4004.jpg` (keyframe 1 "
         "at 4.004 s). 'official': `keyframes/<video>/frame_4.00.png`, PNG named by timestamp as "
-        "in the released keyframe example, for the released captioner scripts.",
+        "in the released keyframe example, for the released captioner scripts. With "
+        "`packing: archive` these are the member names inside the archives.",
+    )
+    packing: Literal["archive", "files"] = Field(
+        "archive",
+        description="'archive': each select_keyframes task writes its batch's keyframes into one "
+        "uncompressed tar under keyframes/ and rows address their images by byte range "
+        "(one object per select_keyframes batch of videos). 'files': one JPEG per keyframe under "
+        "keyframes/<video>/ (one object per keyframe; fine for small local runs).",
     )
 
 

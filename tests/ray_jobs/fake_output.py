@@ -59,22 +59,42 @@ def _columns(rows: list[dict], drop: tuple[str, ...] = ()) -> dict[str, list]:
     return {k: [r[k] for r in rows] for k in rows[0] if k not in drop}
 
 
-def write_output(folder: Path, videos: list[dict] | None = None) -> Path:
+def pack_keyframes(folder: Path, rows: list[dict]) -> list[dict]:
+    """``rows`` with their keyframes packed into one archive, as ``select_keyframes`` writes
+    them by default (``keyframes.packing: archive``): paths become byte-range URIs."""
+    from operators.dataset.archive import write_archive
+
+    members = [(path.split("/", 1)[1], jpeg(COLORS[(n + i) % len(COLORS)]))
+               for n, row in enumerate(rows) for i, path in enumerate(row["keyframe_paths"])]
+    uris = iter(write_archive(str(folder), [r["video_id"] for r in rows], members))
+    return [{**row, "keyframe_paths": [next(uris) for _ in row["keyframe_paths"]]} for row in rows]
+
+
+def write_output(folder: Path, videos: list[dict] | None = None, packed: bool = False) -> Path:
     """Two dataset files (the second from before the API stage existed: no caption columns),
-    one rejected file, the keyframe JPEGs and a stats.json."""
+    one rejected file, the keyframe JPEGs (one file each, or one archive when ``packed``) and a
+    stats.json."""
     videos = VIDEOS if videos is None else videos
     (folder / "dataset").mkdir(parents=True)
-    (folder / "rejected").mkdir()
-    if videos:
-        table = to_table(_columns(videos), DATASET_SCHEMA)
-        (folder / "dataset" / "part-1.parquet").write_bytes(parquet_bytes(table, "zstd"))
-    early = to_table(_columns([UNCAPTIONED], drop=("captions", "summary", "usage")), DATASET_SCHEMA)
-    (folder / "dataset" / "part-2.parquet").write_bytes(parquet_bytes(early, "zstd"))
-    rejected = to_table(_columns(REJECTED), REJECTED_SCHEMA)
-    (folder / "rejected" / "part-1.parquet").write_bytes(parquet_bytes(rejected, "zstd"))
+    if packed:
+        *videos, uncaptioned = pack_keyframes(folder, [*videos, UNCAPTIONED])
+        _write_tables(folder, videos, uncaptioned)
+        return folder
+    _write_tables(folder, videos, UNCAPTIONED)
     for n, row in enumerate([*videos, UNCAPTIONED]):
         for i, path in enumerate(row["keyframe_paths"]):
             (folder / path).parent.mkdir(parents=True, exist_ok=True)
             (folder / path).write_bytes(jpeg(COLORS[(n + i) % len(COLORS)]))
-    (folder / "stats.json").write_text(json.dumps({"inputs": 9, "kept": 5, "rejected": 4, "wall_seconds": 12.5}))
     return folder
+
+
+def _write_tables(folder: Path, videos: list[dict], uncaptioned: dict) -> None:
+    (folder / "rejected").mkdir()
+    if videos:
+        table = to_table(_columns(videos), DATASET_SCHEMA)
+        (folder / "dataset" / "part-1.parquet").write_bytes(parquet_bytes(table, "zstd"))
+    early = to_table(_columns([uncaptioned], drop=("captions", "summary", "usage")), DATASET_SCHEMA)
+    (folder / "dataset" / "part-2.parquet").write_bytes(parquet_bytes(early, "zstd"))
+    rejected = to_table(_columns(REJECTED), REJECTED_SCHEMA)
+    (folder / "rejected" / "part-1.parquet").write_bytes(parquet_bytes(rejected, "zstd"))
+    (folder / "stats.json").write_text(json.dumps({"inputs": 9, "kept": 5, "rejected": 4, "wall_seconds": 12.5}))

@@ -20,6 +20,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from operators.io import join, open_binary, parse_range_uri
 from ray_jobs.config import load_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -103,13 +104,27 @@ def output_rows(output: Path) -> dict[str, list[dict]]:
     for folder in ("dataset", "rejected"):
         rows = [r for f in sorted((output / folder).glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
         rows = [{k: comparable(v) for k, v in r.items() if not k.startswith(VOLATILE)} for r in rows]
+        for r in rows:  # archives are named after their task's batch, which a cluster shape sets
+            r["keyframe_paths"] = [member(p) for p in r.get("keyframe_paths") or []]
         out[folder] = sorted(rows, key=lambda r: r["video_id"])
     return out
 
 
+def member(path: str) -> str:
+    """A keyframe's name: its member name in an archive, else its path."""
+    ranged = parse_range_uri(path)
+    return ranged.member if ranged else path
+
+
 def keyframe_files(output: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(output)): p.read_bytes()
-            for p in sorted((output / "keyframes").rglob("*")) if p.is_file()}
+    """Every kept row's keyframe images by name, read as the API stage reads them."""
+    images = {}
+    for f in sorted((output / "dataset").glob("*.parquet")):
+        for paths in pq.read_table(f, columns=["keyframe_paths"]).column(0).to_pylist():
+            for path in paths or []:
+                with open_binary(join(str(output), path)) as image:
+                    images[member(path)] = image.read()
+    return images
 
 
 @pytest.fixture(scope="module")

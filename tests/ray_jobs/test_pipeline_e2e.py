@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from operators.io import join, open_binary, parse_range_uri
 from testing.samples import SAMPLE_CAPTIONS
 from tests.ray_jobs.conftest import REPO, sg4v
 
@@ -85,8 +86,9 @@ def test_keyframes_are_written_and_addressable(smoke):
         assert times[0] == 0.0 and len(times) == len(paths) >= 1
         assert times == sorted(times)
         for t, path in zip(times, paths, strict=True):
-            assert (out / path).is_file()
-            assert re.search(rf"_{round(t * 1000)}\.jpg$", path)
+            with open_binary(join(str(out), path)) as f:  # a packed member, read by byte range
+                assert f.read(3) == b"\xff\xd8\xff", path
+            assert re.search(rf"_{round(t * 1000)}\.jpg$", parse_range_uri(path).member)
 
 
 def test_rerun_rebuilds_dedup_state_from_kept_rows(samples, tmp_path):

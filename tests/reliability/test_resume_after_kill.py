@@ -120,6 +120,51 @@ def test_a_batch_written_twice_replaces_its_own_file(tmp_path):
     assert len(files(tmp_path, "*.parquet")) == 2
 
 
+class _DiesOnWrite:
+    """A filesystem whose ``n``-th file write (counted over every instance) is torn."""
+
+    writes = 0
+
+    def __init__(self, fs, n: int) -> None:
+        self.fs, self.n = fs, n
+
+    def __getattr__(self, name):
+        return getattr(self.fs, name)
+
+    def open(self, path, mode="rb", **kwargs):
+        if "w" in mode:
+            _DiesOnWrite.writes += 1
+            if _DiesOnWrite.writes == self.n:
+                return _TornFS(self.fs).open(path, mode, **kwargs)
+        return self.fs.open(path, mode, **kwargs)
+
+
+def test_a_batch_killed_between_its_files_reruns_without_duplicates(tmp_path, monkeypatch):
+    """A batch larger than ``bytes_per_file`` becomes several files; killed after the first,
+    the rerun skips that file's rows and writes the others once: every id exactly once."""
+    from operators.dataset.writer import WriterConfig
+
+    ids = [f"v{i:03d}" for i in range(120)]
+    batch = _batch(ids, [None if i % 4 else "corrupt" for i in range(120)])
+    batch["summary"] = object_column(["words " * 300] * 120)  # ~1.8 KB a row: ~35 rows a file
+    config = WriterConfig(bytes_per_file=2**16)
+    real = operators.io.filesystem
+    monkeypatch.setattr(_DiesOnWrite, "writes", 0)
+    monkeypatch.setattr(operators.io, "filesystem", lambda uri: (_DiesOnWrite(real(uri)[0], 2), real(uri)[1]))
+    with pytest.raises(OSError, match="killed mid-write"):
+        WriteShards(config, output=str(tmp_path))({k: v.copy() for k, v in batch.items()})
+    monkeypatch.setattr(operators.io, "filesystem", real)
+    remove_temp_files(str(tmp_path))
+    done = resume_state(str(tmp_path)).done
+    assert 0 < len(done) < 120
+    todo = [i for i, v in enumerate(ids) if v not in done]
+    WriteShards(config, output=str(tmp_path))({k: v[todo] for k, v in batch.items()})
+    written = [r["video_id"] for folder in ("dataset", "rejected")
+               for r in read_column_values(str(tmp_path), folder, ["video_id"])]
+    assert sorted(written) == ids  # each once
+    assert len(files(tmp_path / "dataset", "*.parquet")) >= 3
+
+
 # --- the driver killed at three points of a run -------------------------------------------
 
 @pytest.fixture(scope="module")

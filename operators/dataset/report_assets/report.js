@@ -3,7 +3,7 @@
 (function () {
   "use strict";
   var S = window.SG4V;
-  var pageCount = S.pages.length;
+  var pageCount = S.pageCount;
   var current = -1;
 
   function el(tag, cls, text) {
@@ -17,6 +17,8 @@
   function money(x) { return "$" + (x || 0).toFixed(x >= 100 ? 2 : 4); }
   function secs(t) { return t === null || t === undefined ? "?" : t.toFixed(2) + " s"; }
   function src(path) {
+    // Packed keyframes come as data: thumbnails; plain files are read from the output itself.
+    if (path.indexOf("data:") === 0) return path;
     return S.root + "/" + path.split("/").map(encodeURIComponent).join("/");
   }
 
@@ -136,15 +138,20 @@
     return box;
   }
 
-  function loadPage(n, then) {
-    if (SG4V_PAGES[n]) return then(SG4V_PAGES[n]);
+  function loadScript(name, ready, then) {
+    if (ready()) return then();
     var script = document.createElement("script");
-    script.src = "data/page-" + String(n).padStart(4, "0") + ".js";
-    script.onload = function () { then(SG4V_PAGES[n]); };
+    script.src = "data/" + name;
+    script.onload = then;
     script.onerror = function () {
       document.getElementById("videos").textContent = "Could not load " + script.src;
     };
     document.head.appendChild(script);
+  }
+
+  function loadPage(n, then) {
+    loadScript("page-" + String(n).padStart(4, "0") + ".js",
+               function () { return SG4V_PAGES[n]; }, function () { then(SG4V_PAGES[n]); });
   }
 
   function showPage(n, focusId) {
@@ -177,18 +184,30 @@
     });
   }
 
-  function pageOf(id) {
-    for (var i = 0; i < pageCount; i++) if (S.pages[i].indexOf(id) >= 0) return i;
-    return -1;
+  // Which page holds a video: the id lists come in groups of S.idsPages pages, loaded one
+  // group at a time until the id is found, so a large report never loads every id at once.
+  function findPage(id, then, group) {
+    group = group || 0;
+    if (group * S.idsPages >= pageCount) return then(-1);
+    loadScript("ids-" + String(group).padStart(4, "0") + ".js",
+      function () { return SG4V_IDS[group]; },
+      function () {
+        var pages = SG4V_IDS[group];
+        for (var i = 0; i < pages.length; i++) {
+          if (pages[i].indexOf(id) >= 0) return then(group * S.idsPages + i);
+        }
+        findPage(id, then, group + 1);
+      });
   }
 
   function route() {
     var hash = decodeURIComponent(location.hash.slice(1));
     if (hash.indexOf("video=") === 0) {
-      var id = hash.slice(6), n = pageOf(id);
-      if (n >= 0) return showPage(n, id);
-      document.getElementById("page-label").textContent = "No kept video " + id;
-      return;
+      var id = hash.slice(6);
+      return findPage(id, function (n) {
+        if (n >= 0) return showPage(n, id);
+        document.getElementById("page-label").textContent = "No kept video " + id;
+      });
     }
     var m = /^page=(\d+)$/.exec(hash);
     showPage(m ? parseInt(m[1], 10) - 1 : 0);

@@ -357,3 +357,28 @@ def test_operator_declares_what_it_writes(start_server, tmp_path):
     assert set(DiffCaptioner.input_columns) <= set(batch)
     img = Image.open(io.BytesIO((tmp_path / batch["keyframe_paths"][0][0]).read_bytes()))
     assert img.format == "JPEG"
+
+
+def test_packed_keyframes_are_read_by_byte_range(start_server, tmp_path):
+    """Keyframes packed into an archive (``keyframes.packing: archive``) reach the API as the
+    same images as loose files; an archive that is gone rejects the video without a call."""
+    from operators.dataset.archive import write_archive
+
+    server, url = started(start_server)
+    times = [0.0, 2.5, 5.25]
+    loose = make_batch(tmp_path / "loose", {"vid": times})
+    caption(llm_config(url), tmp_path / "loose", loose)
+    expected = [[im.digest for im in r["images"]] for r in server.requests]
+    packed_root = tmp_path / "packed"
+    members = [(p.split("/", 1)[1], (tmp_path / "loose" / p).read_bytes()) for p in loose["keyframe_paths"][0]]
+    uris = write_archive(str(packed_root), ["vid"], members)
+    assert all("#offset=" in u for u in uris) and not list(packed_root.rglob("*.jpg"))
+    packed = {**loose, "keyframe_paths": object_column([uris])}
+    n = len(server.requests)
+    out = caption(llm_config(url, cache=False), packed_root, packed)
+    assert reason(out, 0) is None and [[im.digest for im in r["images"]] for r in server.requests[n:]] == expected
+    for archive in (packed_root / "keyframes").iterdir():
+        archive.unlink()
+    n = len(server.requests)
+    out = caption(llm_config(url, cache=False), packed_root, packed)
+    assert reason(out, 0) == "missing_keyframe" and len(server.requests) == n

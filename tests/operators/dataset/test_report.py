@@ -24,6 +24,13 @@ def report(tmp_path_factory) -> Path:
     return Path(write_report(str(output), page_size=2))
 
 
+@pytest.fixture(scope="module")
+def packed_report(tmp_path_factory) -> Path:
+    """The same output with its keyframes packed into an archive (the pipeline's default)."""
+    output = write_output(tmp_path_factory.mktemp("packed") / "out", packed=True)
+    return Path(write_report(str(output), page_size=2))
+
+
 def render(page: Path, fragment: str = "") -> str:
     """The page's DOM after its scripts ran, as headless Chromium sees it."""
     with tempfile.TemporaryDirectory() as profile:
@@ -44,8 +51,8 @@ def text_of(dom: str) -> str:
 def test_report_files_and_pages(report):
     data = report.parent / "data"
     assert report.name == "index.html" and report.parent.name == "report"
-    assert sorted(p.name for p in data.iterdir()) == ["page-0000.js", "page-0001.js", "page-0002.js",
-                                                       "summary.js"]
+    assert sorted(p.name for p in data.iterdir()) == ["ids-0000.js", "page-0000.js", "page-0001.js",
+                                                       "page-0002.js", "summary.js"]
     assert (report.parent / "report.js").exists() and (report.parent / "report.css").exists()
     assert '"id":"alpha"' in (data / "page-0000.js").read_text()
     assert '"id":"pending"' in (data / "page-0002.js").read_text()
@@ -106,3 +113,64 @@ def test_browser_pages_and_links(report):
     assert 'class="video focus" id="video-clip.7"' in dom
     text = text_of(dom)
     assert "Page 2 of 3" in text and "clip 10.00 s – 16.00 s" in text and "clip.7 caption 1 at 2.50s" in text
+
+
+@needs_chromium
+def test_browser_shows_packed_keyframes(packed_report):
+    """Archive members cannot be shown from file:// by path: the report embeds them, and the
+    browser decodes every one (naturalWidth > 0 once loaded)."""
+    assert not list((packed_report.parents[1] / "keyframes").glob("*/*.jpg"))  # only the archive
+    page = packed_report.parent / "data" / "page-0000.js"
+    assert page.read_text().count("data:image/jpeg;base64,") == 3 + 1
+    probe = packed_report.parent / "probe.html"
+    probe.write_text(packed_report.read_text().replace(
+        "</body>", "<script>setTimeout(function () { var ok = [].filter.call("
+        "document.images, function (i) { return i.complete && i.naturalWidth === 64; });"
+        " document.body.setAttribute('data-decoded', ok.length + '/' + document.images.length);"
+        " }, 1500);</script></body>"))
+    dom = render(probe)
+    assert 'data-decoded="4/4"' in dom, re.findall(r"data-decoded=\"[^\"]*\"", dom)
+    text = text_of(dom)
+    assert "alpha caption 2 at 8.50s" in text and "Page 1 of 3" in text
+    text = text_of(render(packed_report, "#video=gamma"))
+    assert "Page 2 of 3" in text and "gamma caption 3 at 14.00s" in text
+
+
+REPORT_PEAK = """
+import json, resource, sys
+from PIL import Image  # noqa: F401  (imported by the report for packed keyframes)
+import pyarrow.parquet  # noqa: F401
+from operators.dataset.report import write_report
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+write_report(sys.argv[1], sys.argv[2])
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"base_kib": base, "peak_kib": peak}))
+"""
+
+
+def report_peak_mib(output: Path, dest: Path) -> float:
+    """Peak RSS the report adds over its imports, in a fresh interpreter."""
+    import json
+    import os
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
+    result = subprocess.run([sys.executable, "-c", REPORT_PEAK, str(output), str(dest / "index.html")],
+                            capture_output=True, text=True, timeout=300, env=env, check=True)
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    return (figures["peak_kib"] - figures["base_kib"]) / 1024
+
+
+def test_report_of_20k_rows_streams_in_bounded_memory(tmp_path):
+    """20,000 kept videos (20 files, packed keyframes) and 2,000 rejected: the report holds one
+    file and one page at a time. Holding every row (as before) took ~10 KB a row: ~200 MB here."""
+    from testing.outputs import write_synthetic_output
+
+    output = write_synthetic_output(tmp_path / "out", 20_000)
+    added = report_peak_mib(output, tmp_path / "report")
+    assert added < 60, f"the report added {added:.0f} MiB of peak RSS for 20k rows"
+    data = tmp_path / "report" / "data"
+    assert len(list(data.glob("page-*.js"))) == 400 and len(list(data.glob("ids-*.js"))) == 4
+    summary = (data / "summary.js").read_text()
+    assert '"kept":20000' in summary and '"rejected":2000' in summary and '"duplicatesTotal":200' in summary
+    assert (data / "page-0399.js").read_text().count("data:image/jpeg;base64,") == 50 * 3

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from operators.base import object_column
-from operators.keyframes.operator import SelectKeyframes, keyframe_path, safe_video_dir
+from operators.io import join, open_binary, parse_range_uri
+from operators.keyframes.operator import SelectKeyframes, keyframe_name, keyframe_path, safe_video_dir
 from operators.keyframes.reread import read_frames_at, rotate_for_display
 from operators.keyframes.select import KeyframeConfig, select_keyframes
 from operators.video.frames import decode_image, encode_jpeg
@@ -97,17 +98,28 @@ def test_keyframes_land_on_scene_cuts(scene_video: Path) -> None:
     assert [times[k] for k in picked] == cut_times
 
 
-def test_select_keyframes_rereads_at_high_resolution(scene_video: Path, tmp_path: Path) -> None:
+def read_keyframe(root: Path, rel: str) -> bytes:
+    """A keyframe the way the API stage, the report and the exports read it."""
+    with open_binary(join(str(root), rel)) as f:
+        return f.read()
+
+
+@pytest.mark.parametrize("packing", ["archive", "files"])
+def test_select_keyframes_rereads_at_high_resolution(scene_video: Path, tmp_path: Path, packing: str) -> None:
     jpegs, times = sample(scene_video, 0.5, (160, 120))
-    op = SelectKeyframes(KeyframeConfig(), output_dir=str(tmp_path))
+    op = SelectKeyframes(KeyframeConfig(packing=packing), output_dir=str(tmp_path))
     out = op(row_batch(scene_video, jpegs, times))
     assert out.get("reject_reason") is None
     indices, stamps, paths = (out[c][0] for c in SelectKeyframes.output_columns)
     assert stamps == [times[k] for k in indices] and stamps[0] == 0.0 and stamps[-1] == times[-1]
     assert len(indices) == 4  # three scenes and the last frame
     for k, (t, rel) in enumerate(zip(stamps, paths, strict=True)):
-        assert rel == keyframe_path("cuts", k, t) and rel.startswith("keyframes/cuts/")
-        rgb = decode_image((tmp_path / rel).read_bytes())
+        if packing == "files":
+            assert rel == keyframe_path("cuts", k, t) and rel.startswith("keyframes/cuts/")
+        else:
+            ranged = parse_range_uri(rel)
+            assert ranged.member == keyframe_name("cuts", k, t) and ranged.file.endswith(".tar")
+        rgb = decode_image(read_keyframe(tmp_path, rel))
         assert rgb.shape == (480, 640, 3)  # source size: 1024 would upscale
         assert read_index(rgb) == round(t * FPS)  # the frame shown at that time, no drift
 
@@ -118,14 +130,14 @@ def test_clip_start_offset_longest_side_and_never(scene_video: Path, tmp_path: P
     op = SelectKeyframes(KeyframeConfig(image_longest_side=320, jpeg_quality=80), output_dir=str(tmp_path))
     out = op(row_batch(scene_video, jpegs, times, clip_start=start))
     for t, rel in zip(out["keyframe_timestamps"][0], out["keyframe_paths"][0], strict=True):
-        rgb = decode_image((tmp_path / rel).read_bytes())
+        rgb = decode_image(read_keyframe(tmp_path, rel))
         assert rgb.shape == (240, 320, 3)
         assert read_index(rgb) == round((start + t) * FPS)
 
     never = SelectKeyframes(KeyframeConfig(reread="never"), output_dir=str(tmp_path / "never"))
     out = never(row_batch(scene_video, jpegs, times, clip_start=start))
     for k, rel in zip(out["keyframe_indices"][0], out["keyframe_paths"][0], strict=True):
-        assert (tmp_path / "never" / rel).read_bytes() == jpegs[k]  # written as sampled
+        assert read_keyframe(tmp_path / "never", rel) == jpegs[k]  # written as sampled
 
 
 def test_large_sampled_frames_are_shrunk_not_reread(scene_video: Path, tmp_path: Path) -> None:
@@ -133,8 +145,8 @@ def test_large_sampled_frames_are_shrunk_not_reread(scene_video: Path, tmp_path:
     op = SelectKeyframes(KeyframeConfig(image_longest_side=256), output_dir=str(tmp_path))
     out = op(row_batch(scene_video, jpegs, times, video_id="a/b c"))
     rel = out["keyframe_paths"][0][0]
-    assert rel.startswith(f"keyframes/{safe_video_dir('a/b c')}/") and " " not in rel
-    assert decode_image((tmp_path / rel).read_bytes()).shape == (192, 256, 3)
+    assert parse_range_uri(rel).member.startswith(f"{safe_video_dir('a/b c')}/") and " " not in rel
+    assert decode_image(read_keyframe(tmp_path, rel)).shape == (192, 256, 3)
 
 
 def test_rotation_and_failed_reread(scene_video: Path, tmp_path: Path) -> None:
@@ -143,7 +155,7 @@ def test_rotation_and_failed_reread(scene_video: Path, tmp_path: Path) -> None:
     bad = row_batch(tmp_path / "missing.mp4", jpegs, times, video_id="gone")
     both = {k: np.concatenate([batch[k], bad[k]]) for k in batch}
     out = SelectKeyframes(KeyframeConfig(), output_dir=str(tmp_path))(both)
-    rgb = decode_image((tmp_path / out["keyframe_paths"][0][0]).read_bytes())
+    rgb = decode_image(read_keyframe(tmp_path, out["keyframe_paths"][0][0]))
     assert rgb.shape == (640, 480, 3)  # upright portrait
     assert out["reject_reason"][1] == "reread_failed" and out["reject_stage"][1] == "select_keyframes"
     assert out["keyframe_paths"][1] is None and out["reject_reason"][0] is None
@@ -173,10 +185,10 @@ def test_official_naming_writes_pngs_named_by_timestamp(scene_video: Path, tmp_p
     them; the images are real PNGs showing the frame at that time."""
     from PIL import Image
 
-    from operators.keyframes.operator import keyframe_paths
+    from operators.keyframes.operator import keyframe_names
 
     jpegs, times = sample(scene_video, 0.5, (160, 120))
-    op = SelectKeyframes(KeyframeConfig(naming="official"), output_dir=str(tmp_path))
+    op = SelectKeyframes(KeyframeConfig(naming="official", packing="files"), output_dir=str(tmp_path))
     out = op(row_batch(scene_video, jpegs, times))
     for t, rel in zip(out["keyframe_timestamps"][0], out["keyframe_paths"][0], strict=True):
         assert rel == f"keyframes/cuts/frame_{t:.2f}.png"
@@ -184,5 +196,29 @@ def test_official_naming_writes_pngs_named_by_timestamp(scene_video: Path, tmp_p
             assert image.format == "PNG"
         assert read_index(decode_image((tmp_path / rel).read_bytes())) == round(t * FPS)
     # Two times that round to the same 1/100 s never share a file.
-    assert keyframe_paths("v", [1.001, 1.004], "official") == [
-        "keyframes/v/frame_1.00.png", "keyframes/v/frame_1.00_1.png"]
+    assert keyframe_names("v", [1.001, 1.004], "official") == ["v/frame_1.00.png", "v/frame_1.00_1.png"]
+    # Packed, the archive members carry the same names.
+    packed = SelectKeyframes(KeyframeConfig(naming="official"), output_dir=str(tmp_path / "packed"))
+    out = packed(row_batch(scene_video, jpegs, times))
+    assert [parse_range_uri(p).member for p in out["keyframe_paths"][0]] == [
+        f"cuts/frame_{t:.2f}.png" for t in out["keyframe_timestamps"][0]]
+def test_one_archive_per_batch_readable_by_tar(scene_video: Path, tmp_path: Path) -> None:
+    """A batch's keyframes land in one plain tar named after its ids; a rewrite of the same batch
+    (a retried task) replaces that archive instead of adding one; every member reads back."""
+    import tarfile
+
+    jpegs, times = sample(scene_video, 2.0, (160, 120))
+    rows = [row_batch(scene_video, jpegs, times, video_id=v) for v in ("v1", "v2", "v3")]
+    batch = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+    op = SelectKeyframes(KeyframeConfig(reread="never"), output_dir=str(tmp_path))
+    first = op({k: v.copy() for k, v in batch.items()})
+    again = op({k: v.copy() for k, v in batch.items()})
+    archives = sorted((tmp_path / "keyframes").iterdir())
+    assert len(archives) == 1 and archives[0].suffix == ".tar"
+    assert [list(p) for p in first["keyframe_paths"]] == [list(p) for p in again["keyframe_paths"]]
+    with tarfile.open(archives[0]) as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+    for i, video in enumerate(("v1", "v2", "v3")):
+        for k, rel in zip(first["keyframe_indices"][i], first["keyframe_paths"][i], strict=True):
+            assert read_keyframe(tmp_path, rel) == jpegs[k] == members[parse_range_uri(rel).member]
+            assert parse_range_uri(rel).member.startswith(f"{video}/")
