@@ -3,13 +3,17 @@
 A video URI is one of:
 - a local path (``/data/a.mp4``) or ``file://`` URL;
 - any fsspec URL (``s3://bucket/a.mp4``, ``gs://bucket/a.mp4``, ``memory://a.mp4``);
-- a member of a tar shard in fsspec's chained form ``tar://KEY.mp4::SHARD_URL``.
+- a member of a tar shard in fsspec's chained form ``tar://KEY.mp4::SHARD_URL``;
+- the same with the member's place in the shard, ``tar://KEY.mp4@OFFSET+SIZE::SHARD_URL`` (what
+  the webdataset listing writes): read with one range read of the shard, no index scan.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import re
 import uuid
 from typing import IO, Any
 
@@ -24,8 +28,45 @@ def local_path(uri: str) -> str:
     return uri[len("file://"):] if uri.startswith("file://") else uri
 
 
+_RANGED_MEMBER = re.compile(r"^tar://(?P<member>.+)@(?P<offset>\d+)\+(?P<size>\d+)::(?P<shard>.+)$")
+
+
+def member_uri(member: str, shard: str, offset: int | None = None, size: int | None = None) -> str:
+    """The URI of a tar member; with its data's ``offset`` and ``size``, a directly readable one."""
+    if offset is None or size is None:
+        return f"tar://{member}::{shard}"
+    return f"tar://{member}@{offset}+{size}::{shard}"
+
+
+def ranged_member(uri: str) -> tuple[str, int, int] | None:
+    """``(shard, offset, size)`` of a ranged tar member URI, else None."""
+    match = _RANGED_MEMBER.match(uri)
+    if match is None:
+        return None
+    return match["shard"], int(match["offset"]), int(match["size"])
+
+
+def read_range(uri: str, offset: int, size: int) -> bytes:
+    """``size`` bytes of ``uri`` from ``offset``: one ranged request on object stores."""
+    if is_local(uri):
+        with open(local_path(uri), "rb") as f:
+            f.seek(offset)
+            return f.read(size)
+    fs, path = filesystem(uri)
+    return fs.cat_file(path, start=offset, end=offset + size)
+
+
 def open_binary(uri: str) -> IO[bytes]:
     """Open ``uri`` for reading as a seekable binary file object."""
+    ranged = ranged_member(uri)
+    if ranged is not None:
+        # One read of the member's bytes: a tar member is a video of a few MB, and holding it
+        # costs less than re-reading the shard (or its index) for every seek FFmpeg makes.
+        shard, offset, size = ranged
+        data = read_range(shard, offset, size)
+        if len(data) != size:
+            raise EOFError(f"{uri[:300]}: shard ends {size - len(data)} bytes before the member does")
+        return io.BytesIO(data)
     if is_local(uri):
         return open(local_path(uri), "rb")
     import fsspec
@@ -40,6 +81,9 @@ def open_binary(uri: str) -> IO[bytes]:
 
 
 def file_size(uri: str) -> int | None:
+    ranged = ranged_member(uri)
+    if ranged is not None:
+        return ranged[2]
     if is_local(uri):
         return os.path.getsize(local_path(uri))
     import fsspec

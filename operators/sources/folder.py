@@ -8,20 +8,21 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from operators.config import StrictModel
+from operators.io import filesystem
 from operators.sources.common import (
     DEFAULT_VIDEO_EXTENSIONS,
+    SourceBase,
+    file_ids,
     make_row,
     normalize_extensions,
     reject_duplicates,
-    relative_id,
 )
-from operators.sources.files import list_files, to_uri
+from operators.sources.files import has_glob, list_files, to_uri
 
 logger = logging.getLogger(__name__)
 
 
-class FolderSource(StrictModel):
+class FolderSource(SourceBase):
     """Every video file under a directory or matching a glob."""
 
     kind: Literal["folder"] = Field(description="Source kind.")
@@ -38,14 +39,50 @@ class FolderSource(StrictModel):
     _normalize = field_validator("extensions")(normalize_extensions)
 
 
+def _rows(config: FolderSource, fs, root: str, paths: list[str]) -> Iterator[dict[str, Any]]:
+    ids = file_ids(paths, root)
+    return (make_row(video_id, config.kind, to_uri(fs, p)) for video_id, p in zip(ids, paths, strict=True))
+
+
+def partitions(config: FolderSource) -> list[dict[str, Any]]:
+    """One listing task for the folder's own files and one per subfolder (a prefix, on object
+    stores), so a tree of millions of files is listed in parallel. A glob or a file: one task."""
+    fs, fs_path = filesystem(config.path)
+    if has_glob(fs_path) or not config.recursive or not fs.isdir(fs_path):
+        return [{"prefix": None}]
+    subfolders = sorted(
+        str(info["name"]).rstrip("/").rsplit("/", 1)[-1]
+        for info in fs.ls(fs_path, detail=True)
+        if info.get("type") == "directory"
+    )
+    return [{"prefix": ""}, *({"prefix": name} for name in subfolders if not name.startswith("."))]
+
+
+def list_partition(config: FolderSource, part: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The videos of one partition; ids relative to the configured folder, so they do not
+    depend on how the folder was split."""
+    prefix = part["prefix"]
+    if prefix is None:
+        fs, root, paths = list_files(config.path, config.extensions, config.recursive)
+        return _rows(config, fs, root, paths)
+    fs, fs_path = filesystem(config.path)
+    root = fs_path.rstrip("/")
+    if prefix == "":
+        _, _, paths = list_files(config.path, config.extensions, recursive=False)
+    else:
+        sub = f"{config.path.rstrip('/')}/{prefix}"
+        _, _, paths = list_files(sub, config.extensions, recursive=True)
+    return _rows(config, fs, root, paths)
+
+
 def list_rows(config: FolderSource) -> Iterator[dict[str, Any]]:
-    """One row per video file; ``video_id`` is the path relative to the folder, without extension."""
+    """One row per video file; ``video_id`` is the path relative to the folder, without extension
+    (with it when two files differ only by extension, as ``x.mp4`` and ``x.avi``)."""
     fs, root, paths = list_files(config.path, config.extensions, config.recursive)
     if not paths:
         raise ValueError(f"input.path {config.path!r} holds no file with extension in {config.extensions}")
     logger.info("folder source %s: %d files", config.path, len(paths))
-    rows = (make_row(relative_id(p, root), config.kind, to_uri(fs, p)) for p in paths)
-    return reject_duplicates(rows)
+    return reject_duplicates(_rows(config, fs, root, paths))
 
 
 #: The config model of this source kind (the registry in ``operators.sources`` reads it).
