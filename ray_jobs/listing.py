@@ -223,7 +223,7 @@ def pending_rows(listing: Listing, output: str) -> Any:
     for folder in RESULT_DIRS:
         _, files = parquet_files(output, folder)
         if files:
-            decided = ray.data.read_parquet(files, columns=[VIDEO_ID], filesystem=arrow_fs)
+            decided = ray.data.read_parquet(files, filesystem=arrow_fs).select_columns([VIDEO_ID])
             parts.append(decided.map_batches(
                 decided_for_buckets, fn_kwargs={"buckets": buckets}, batch_format="pyarrow",
                 batch_size=LISTING_BATCH_ROWS, num_cpus=0.5))
