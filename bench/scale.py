@@ -52,9 +52,10 @@ def write_manifest(path: Path, clips: int) -> None:
 
 
 def object_store_used() -> int:
+    import ray
     from ray._private.internal_api import get_memory_info_reply, get_state_from_address
 
-    reply = get_memory_info_reply(get_state_from_address())
+    reply = get_memory_info_reply(get_state_from_address(ray.get_runtime_context().gcs_address))
     return int(reply.store_stats.object_store_bytes_used)
 
 

@@ -191,3 +191,46 @@ def test_webdataset_rerun_with_dedup_on_changes_nothing(tmp_path):
     assert stats["processed"] == 0 and stats["skipped_already_done"] == stats["inputs"]
     every = before["dataset"] + before["rejected"]
     assert len(every) == len(set(every)), "an id written twice"
+
+
+@pytest.mark.slow
+def test_pools_that_cannot_fit_a_cluster_without_autoscaler_fail_within_the_timeout(tmp_path):
+    """A 2-CPU head with no autoscaler, a dedup pool of 4 CPUs: the run fails with the capacity
+    message after ray.capacity_timeout_s instead of waiting forever."""
+    import os
+    import signal
+    import time
+
+    from tests.ray_jobs.conftest import free_port, ray_cli
+
+    samples = tmp_path / "samples"
+    assert sg4v("samples", str(samples)).returncode == 0
+    text = (REPO / "ray_jobs" / "configs" / "smoke.yaml").read_text().replace("out/samples", str(samples))
+    config = yaml.safe_load(text)
+    port = free_port()
+    config.update(output=str(tmp_path / "out"),
+                  ray={"address": f"127.0.0.1:{port}", "capacity_timeout_s": 10})
+    config["steps"] = {"keyframes": False, "captions": False}
+    config["test_server"] = {"enabled": False}
+    config.setdefault("stages", {})["dedup"] = {"num_cpus": 4}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    # `--block` keeps the head's processes under this one process group, which the test ends
+    # alone (``ray stop`` would stop every Ray instance on the machine).
+    head = subprocess.Popen([ray_cli(), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+                             "--include-dashboard=false", "--disable-usage-stats"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        time.sleep(15)
+        started = time.monotonic()
+        result = sg4v("run", str(path), env={"RAY_AUTH_MODE": "token"}, timeout=300)
+        elapsed = time.monotonic() - started
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(timeout=60)
+    assert result.returncode != 0
+    message = result.stderr + result.stdout
+    assert "capacity_timeout_s=10" in message and "dedup" in message and "CPU" in message, message[-3000:]
+    assert elapsed < 240
