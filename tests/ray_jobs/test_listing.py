@@ -212,7 +212,7 @@ def test_pools_that_cannot_fit_a_cluster_without_autoscaler_fail_within_the_time
                   ray={"address": f"127.0.0.1:{port}", "capacity_timeout_s": 10})
     config["steps"] = {"keyframes": False, "captions": False}
     config["test_server"] = {"enabled": False}
-    config.setdefault("stages", {})["dedup"] = {"num_cpus": 4}
+    config.setdefault("stages", {})["semantic_dedup"] = {"num_cpus": 4}
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config))
     env = {**os.environ, "RAY_AUTH_MODE": "token"}
@@ -232,5 +232,5 @@ def test_pools_that_cannot_fit_a_cluster_without_autoscaler_fail_within_the_time
         head.wait(timeout=60)
     assert result.returncode != 0
     message = result.stderr + result.stdout
-    assert "capacity_timeout_s=10" in message and "dedup" in message and "CPU" in message, message[-3000:]
+    assert "capacity_timeout_s=10" in message and "semantic_dedup" in message and "CPU" in message, message[-3000:]
     assert elapsed < 240
