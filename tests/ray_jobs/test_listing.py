@@ -234,3 +234,37 @@ def test_pools_that_cannot_fit_a_cluster_without_autoscaler_fail_within_the_time
     message = result.stderr + result.stdout
     assert "capacity_timeout_s=10" in message and "semantic_dedup" in message and "CPU" in message, message[-3000:]
     assert elapsed < 240
+
+
+@pytest.mark.slow
+def test_two_sources_with_the_same_file_names_write_distinct_keyframes(tmp_path):
+    import shutil
+
+    samples = tmp_path / "samples"
+    assert sg4v("samples", str(samples)).returncode == 0
+    for folder in ("one", "two"):
+        (tmp_path / folder).mkdir()
+        for name in ("one_scene.mp4", "three_scenes.mp4"):
+            shutil.copy(samples / name, tmp_path / folder / name)
+    text = (REPO / "ray_jobs" / "configs" / "smoke.yaml").read_text().replace("out/samples", str(samples))
+    config = yaml.safe_load(text)
+    config.update(input=[{"kind": "folder", "path": str(tmp_path / "one")},
+                         {"kind": "folder", "path": str(tmp_path / "two")}], output=str(tmp_path / "out"))
+    config["steps"] = {"short_caption": False, "dedup": False, "keyframes": True, "captions": False}
+    config["test_server"] = {"enabled": False}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = sg4v("run", str(path))
+    assert result.returncode == 0, result.stderr[-4000:]
+    kept = {r["video_id"]: r for f in sorted((tmp_path / "out" / "dataset").glob("*.parquet"))
+            for r in pq.read_table(f).to_pylist()}
+    assert sorted(kept) == ["folder0/one_scene", "folder0/three_scenes", "folder1/one_scene",
+                            "folder1/three_scenes"]
+    paths = [p for r in kept.values() for p in r["keyframe_paths"]]
+    assert len(paths) == len(set(paths)) and paths
+    for video_id, row in kept.items():
+        assert row["uri"].startswith(str(tmp_path / ("one" if video_id.startswith("folder0") else "two")))
+        assert all((tmp_path / "out" / p).is_file() for p in row["keyframe_paths"])
+    folders = {video_id: {str(Path(p).parent) for p in row["keyframe_paths"]} for video_id, row in kept.items()}
+    assert all(len(f) == 1 for f in folders.values())
+    assert len({next(iter(f)) for f in folders.values()}) == 4, folders
