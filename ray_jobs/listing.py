@@ -194,15 +194,25 @@ def _arrow_fs(output: str) -> Any:
     return PyFileSystem(FSSpecHandler(fs))
 
 
+#: ``rejected/`` files per retry-drop task: a task per file would cost more than the file.
+FILES_PER_TASK = 500
+
+
+def _drop_retryable_in(output: str, paths: list[str]) -> int:
+    return sum(drop_retryable_rows(output, path) for path in paths)
+
+
 def drop_retryable(output: str) -> int:
-    """Drop retryable rejections from ``rejected/``, one task per file; rows removed."""
+    """Drop retryable rejections from ``rejected/``, file by file in tasks of
+    :data:`FILES_PER_TASK` files; the number of rows removed."""
     import ray
 
     _, files = parquet_files(output, REJECTED_DIR)
     if not files:
         return 0
-    task = ray.remote(num_cpus=0.5, max_retries=2)(drop_retryable_rows)
-    return sum(ray.get([task.remote(output, path) for path in files]))
+    task = ray.remote(num_cpus=0.5, max_retries=2)(_drop_retryable_in)
+    chunks = [files[i:i + FILES_PER_TASK] for i in range(0, len(files), FILES_PER_TASK)]
+    return sum(ray.get([task.remote(output, chunk) for chunk in chunks]))
 
 
 def read_listing(listing: Listing, output: str) -> Any:
