@@ -7,6 +7,8 @@ A video URI is one of:
 - a byte range of a file, ``FILE#offset=O&size=N&member=NAME``: how a keyframe packed into an
   uncompressed archive is addressed (``member`` is its name inside, for people and exports).
   Reading one is a single ranged read (one GET on an object store), never an archive scan.
+- the same with the member's place in the shard, ``tar://KEY.mp4@OFFSET+SIZE::SHARD_URL`` (what
+  the webdataset listing writes): read with one range read of the shard, no index scan.
 """
 
 from __future__ import annotations
@@ -68,6 +70,22 @@ def read_range(file: str, offset: int, size: int) -> bytes:
     if len(data) != size:
         raise OSError(f"{file}: wanted {size} bytes at offset {offset}, the file holds {len(data)}")
     return data
+_RANGED_MEMBER = re.compile(r"^tar://(?P<member>.+)@(?P<offset>\d+)\+(?P<size>\d+)::(?P<shard>.+)$")
+
+
+def member_uri(member: str, shard: str, offset: int | None = None, size: int | None = None) -> str:
+    """The URI of a tar member; with its data's ``offset`` and ``size``, a directly readable one."""
+    if offset is None or size is None:
+        return f"tar://{member}::{shard}"
+    return f"tar://{member}@{offset}+{size}::{shard}"
+
+
+def ranged_member(uri: str) -> tuple[str, int, int] | None:
+    """``(shard, offset, size)`` of a ranged tar member URI, else None."""
+    match = _RANGED_MEMBER.match(uri)
+    if match is None:
+        return None
+    return match["shard"], int(match["offset"]), int(match["size"])
 
 
 def open_binary(uri: str) -> IO[bytes]:
@@ -76,6 +94,15 @@ def open_binary(uri: str) -> IO[bytes]:
     if ranged is not None:
         # Members are small (a keyframe JPEG): read once into memory, seekable at no cost.
         return io.BytesIO(read_range(ranged.file, ranged.offset, ranged.size))
+    member = ranged_member(uri)
+    if member is not None:
+        # One read of the member's bytes: a tar member is a video of a few MB, and holding it
+        # costs less than re-reading the shard (or its index) for every seek FFmpeg makes.
+        shard, offset, size = member
+        try:
+            return io.BytesIO(read_range(shard, offset, size))
+        except OSError as exc:
+            raise EOFError(f"{uri[:300]}: the shard ends before the member does ({exc})") from None
     if is_local(uri):
         return open(local_path(uri), "rb")
     import fsspec
@@ -90,6 +117,12 @@ def open_binary(uri: str) -> IO[bytes]:
 
 
 def file_size(uri: str) -> int | None:
+    ranged = ranged_member(uri)
+    if ranged is not None:
+        return ranged[2]
+    packed = parse_range_uri(uri)
+    if packed is not None:
+        return packed.size
     if is_local(uri):
         return os.path.getsize(local_path(uri))
     import fsspec

@@ -49,10 +49,20 @@ class RayConfig(StrictModel):
         "machine let GPU stages be scheduled for tests.")
     object_store_memory: int | None = Field(
         None, description="Bytes of object store for a local Ray (None: Ray's default).")
-    preserve_order: bool | None = Field(
-        None, description="Keep rows in input order between stages. None: on when dedup runs, "
-        "so the greedy dedup sees videos in the same order every run and a rerun decides the "
-        "same way; off otherwise (faster: no stage waits for a slow row ahead of it).")
+    preserve_order: bool = Field(
+        False, description="Keep rows in input order between stages. Off by default: dedup "
+        "decides in arrival order and a rerun never re-decides a written row, so no stage needs "
+        "to wait for a slow row ahead of it (see docs/design.md, 'Order'). On: every stage's "
+        "output waits for the slowest earlier task, as a reproducible order for debugging.")
+    capacity_timeout_s: float | None = Field(
+        1800.0, ge=0, description="On a cluster, how long to wait for resources when the stages' "
+        "actor pools cannot all start: with no autoscaler (or one that cannot add them), fail after "
+        "this many seconds naming the stages and resources; with an autoscaler, keep waiting and "
+        "log progress. None: wait without limit. A local Ray fails at once.")
+    block_rows: int | None = Field(
+        None, ge=1, description="Rows per block entering the first stage. None: from the number of "
+        "rows to process and the cluster's CPUs (between 4 and 1024): small blocks stream a small "
+        "run, large ones keep the per-block bookkeeping of millions of rows cheap.")
 
 
     @model_validator(mode="after")

@@ -2,31 +2,36 @@
 
 ``sg4v calibrate-keyframes`` stops after the CLIP encoder to see how many keyframes each
 threshold would give; ``sg4v estimate`` stops after keyframe selection to count the API calls
-a full run would make. Both take their rows back to the driver, so they sample.
+a full run would make. Both take their rows back to the driver, so they sample, and they sample
+the listing's Parquet shards on the workers (``random_sample``), never holding the whole listing.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 from typing import Any
 
 import numpy as np
 
 from operators.base import is_missing
 from ray_jobs.adapter import apply_operator
+from ray_jobs.capacity import check_capacity
 from ray_jobs.config import PipelineConfig
+from ray_jobs.listing import read_listing, write_listing
 from ray_jobs.pipeline import build_pipeline
-from ray_jobs.runner import check_capacity, collect_rows, init_ray, input_blocks, set_execution_options
+from ray_jobs.runner import block_rows, init_ray, set_execution_options
 
 logger = logging.getLogger(__name__)
 
 
-def sample_rows(rows: list[dict[str, Any]], sample: int | None, seed: int = 0) -> list[dict[str, Any]]:
-    """A reproducible sample of the listed rows (all of them when ``sample`` is None)."""
-    if sample is None or sample >= len(rows):
-        return rows
-    return random.Random(seed).sample(rows, sample)
+def sample_listing(ds: Any, listed: int, sample: int | None, seed: int = 0) -> Any:
+    """A reproducible sample of about ``sample`` listed rows (all of them when None): each row
+    is drawn with a probability a little above ``sample / listed``, then the first ``sample``
+    are taken, so only the sample ever leaves the workers."""
+    if sample is None or sample >= listed:
+        return ds
+    fraction = min(1.0, 1.5 * sample / listed + 50 / listed)
+    return ds.random_sample(fraction, seed=seed).limit(sample)
 
 
 def run_until(config: PipelineConfig, last_stage: str, sample: int | None, columns: list[str],
@@ -43,14 +48,15 @@ def run_until(config: PipelineConfig, last_stage: str, sample: int | None, colum
     if last_stage not in names:
         raise ValueError(f"stage {last_stage} is not enabled in this config (stages: {', '.join(names)})")
     ops = ops[: names.index(last_stage) + 1]
-    listed = collect_rows(config)
-    rows = sample_rows(listed, sample)
-    if not rows:
-        return [], 0, len(listed)
     init_ray(config)
     set_execution_options(config)
+    listing = write_listing(config)
+    rows = sample_listing(read_listing(listing, config.output), listing.rows, sample).take_all()
+    if not rows:
+        return [], 0, listing.rows
     check_capacity(config, ops)
-    ds = ray.data.from_items(rows, override_num_blocks=input_blocks(len(rows)))
+    ds = ray.data.from_items(rows)
+    ds = ds.repartition(target_num_rows_per_block=block_rows(config, len(rows)))
     for op in ops:
         ds = apply_operator(ds, op, config.stages.get(op.name))
     kept: list[dict[str, Any]] = []
@@ -61,7 +67,7 @@ def run_until(config: PipelineConfig, last_stage: str, sample: int | None, colum
                 rejected += 1
                 continue
             kept.append({c: _plain(batch[c][i]) for c in columns if c in batch})
-    return kept, rejected, len(listed)
+    return kept, rejected, listing.rows
 
 
 def _plain(value: Any) -> Any:

@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from operators.base import is_missing
-from operators.dataset.resume import drop_rejections, remove_temp_files, resume_state
+from operators.dataset.resume import remove_temp_files
 from operators.dataset.schema import CONFIG_FILE, STATS_FILE
 from operators.io import filesystem, join, write_bytes_atomic
 from operators.sources import list_source_rows
-from ray_jobs.adapter import apply_operator, capacity_problems, resolve_resources
+from ray_jobs.adapter import apply_operator
+from ray_jobs.capacity import check_capacity
 from ray_jobs.config import ConfigError, PipelineConfig, resolved_yaml
+from ray_jobs.listing import drop_retryable, pending_rows, write_listing
 from ray_jobs.pipeline import build_pipeline
 from ray_jobs.services import LLMServices, check_api_key, start_llm_services
 
@@ -38,6 +40,9 @@ class RunSummary:
     wall_seconds: float = 0.0
     exports: list[str] = field(default_factory=list)
     export_errors: list[str] = field(default_factory=list)
+    todo: int = 0
+    #: The Ray Dataset of rows to process while the run goes on (not part of the summary).
+    pending: Any = field(default=None, repr=False)
 
     @property
     def rejected_total(self) -> int:
@@ -113,35 +118,22 @@ def init_ray(config: PipelineConfig) -> None:
     )
 
 
-def input_blocks(rows: int) -> int:
-    """Blocks of a few videos each, so the first stages stream instead of waiting for large
-    blocks; capped so that millions of inputs do not become millions of objects."""
-    return max(1, min(-(-rows // 4), 50_000))
-
-
-def check_capacity(config: PipelineConfig, ops: list) -> None:
-    """Fail fast, before a job that could never progress, when the actor pools' minimum
-    sizes do not fit the cluster. On an autoscaling cluster this is only a warning."""
+def block_rows(config: PipelineConfig, rows: int) -> int:
+    """Rows per block into the first stage: about four blocks per CPU for a small run, so the
+    first stages stream; up to 1,024 rows for a large one, where a block's bookkeeping (a task,
+    an object, a few ms on the driver and the workers) would cost more than a rejected row."""
     import ray
 
-    stages = [(op, resolve_resources(op, config.stages.get(op.name))) for op in ops]
-    problems = capacity_problems(stages, ray.cluster_resources())
-    if not problems:
-        return
-    if config.ray.address or os.environ.get("RAY_ADDRESS"):
-        for problem in problems:
-            logger.warning("%s (waiting for the autoscaler)", problem)
-    else:
-        raise ConfigError("; ".join(problems))
+    if config.ray.block_rows:
+        return config.ray.block_rows
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    return max(4, min(1024, -(-rows // (4 * cpus))))
 
 
 def set_execution_options(config: PipelineConfig) -> None:
     import ray.data
 
-    preserve = config.ray.preserve_order
-    if preserve is None:
-        preserve = config.steps.dedup
-    ray.data.DataContext.get_current().execution_options.preserve_order = preserve
+    ray.data.DataContext.get_current().execution_options.preserve_order = config.ray.preserve_order
 
 
 def bind_services(ops: list, services: LLMServices | None) -> list:
@@ -161,7 +153,8 @@ def prepare_output(config: PipelineConfig) -> None:
 
 
 def collect_rows(config: PipelineConfig, skipped: Counter | None = None) -> list[dict[str, Any]]:
-    """Every source's rows, listed on the driver. A source that cannot be listed at all (a
+    """Every source's rows, listed in this process: for small listings and tests (a run lists
+    with :func:`ray_jobs.listing.write_listing`). A source that cannot be listed at all (a
     missing folder, a manifest without a ``uri`` column) is a config error, named as such.
     Files a listing left out for their extension are counted into ``skipped``."""
     rows: list[dict[str, Any]] = []
@@ -177,28 +170,27 @@ def collect_rows(config: PipelineConfig, skipped: Counter | None = None) -> list
 
 
 def run_pipeline(config: PipelineConfig) -> RunSummary:
-    """Run the whole job and return its summary (also written to ``stats.json``)."""
-    import ray.data
+    """Run the whole job and return its summary (also written to ``stats.json``).
 
+    The driver holds no per-row state: the sources are listed into Parquet shards by tasks,
+    the rows still to do are found by a shuffle on the workers (:mod:`ray_jobs.listing`), and
+    the stages stream from there; the driver only adds up the writer's small summary rows."""
     started = time.perf_counter()
     check_api_key(config)
     prepare_output(config)
-    summary = RunSummary(output=config.output)
-    rows = collect_rows(config, summary.skipped_by_extension)
-    summary.inputs = len(rows)
-    rows = resume(config.output, rows, summary)
-    if rows:
-        init_ray(config)
-        set_execution_options(config)
+    init_ray(config)
+    set_execution_options(config)
+    summary = resume(config)
+    if summary.pending is not None:
         services = start_llm_services(config)
         try:
-            ds = ray.data.from_items(rows, override_num_blocks=input_blocks(len(rows)))
             if services is not None:
                 # The API stage talks to the endpoint the services point at (the local test
                 # server, in a smoke run).
                 config = config.model_copy(update={"llm": services.llm})
             ops = bind_services(build_pipeline(config), services)
             check_capacity(config, ops)
+            ds = summary.pending.repartition(target_num_rows_per_block=block_rows(config, summary.todo))
             for op in ops:
                 ds = apply_operator(ds, op, config.stages.get(op.name))
             for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
@@ -206,6 +198,7 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
         finally:
             if services is not None:
                 services.close()
+    summary.pending = None
     summary.wall_seconds = time.perf_counter() - started
     write_bytes_atomic(join(config.output, STATS_FILE),
                        json.dumps(summary.to_json(), indent=2).encode())
@@ -232,20 +225,25 @@ def run_exports(config: PipelineConfig, summary: RunSummary) -> None:
             summary.export_errors.append(f"export {fmt}: {exc}")
 
 
-def resume(output: str, rows: list[dict[str, Any]], summary: RunSummary) -> list[dict[str, Any]]:
-    """The rows an earlier run on ``output`` has not finished. Rejections a rerun may fix are
-    taken out of ``rejected/`` first, so each video keeps exactly one decision, the new one."""
-    remove_temp_files(output)
-    state = resume_state(output)
-    todo = [r for r in rows if r["video_id"] not in state.done]
-    summary.skipped_done = len(rows) - len(todo)
-    retry = state.retry & {r["video_id"] for r in todo}
-    summary.retried = len(retry)
-    drop_rejections(output, retry)
-    if summary.skipped_done or retry:
+def resume(config: PipelineConfig) -> RunSummary:
+    """List the inputs (or reuse the listing) and find the rows an earlier run on the output
+    has not decided. Rejections a rerun may fix are taken out of ``rejected/`` first, so each
+    video keeps exactly one decision, the new one. ``summary.pending`` is the Dataset of the
+    rows to process (materialized on the workers; None when there are none), ``summary.todo``
+    their number."""
+    remove_temp_files(config.output)
+    listing = write_listing(config)
+    summary = RunSummary(output=config.output, inputs=listing.rows,
+                         skipped_by_extension=Counter(dict(listing.skipped_by_extension)))
+    summary.retried = drop_retryable(config.output)
+    pending = pending_rows(listing, config.output).materialize()
+    summary.todo = pending.count()
+    summary.skipped_done = listing.rows - summary.todo
+    summary.pending = pending if summary.todo else None
+    if summary.skipped_done or summary.retried:
         logger.info("resuming: %d of %d inputs already done, %d rejections retried",
-                    summary.skipped_done, len(rows), len(retry))
-    return todo
+                    summary.skipped_done, listing.rows, summary.retried)
+    return summary
 
 
 def tally(summary: RunSummary, batch: dict[str, Any]) -> None:

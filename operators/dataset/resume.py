@@ -137,3 +137,25 @@ def dedup_resume_state(output: str):  # -> operators.dedup.operator.ResumeState 
     vectors = np.array([r["text_embedding"] for r in kept], dtype=np.float32).reshape(len(kept), -1)
     return DedupState(ids=[r[VIDEO_ID] for r in kept], vectors=vectors,
                       next_rank=max(ranks) + 1 if ranks else 0)
+
+
+def drop_retryable_rows(output: str, path: str) -> int:
+    """Take the rows a rerun may fix (reasons in ``RETRYABLE_REASONS``) out of one file of
+    ``rejected/``; the number removed. One file per call, so a job runs it on its workers,
+    file by file, without any process holding the ids (the rewrite is atomic, as in
+    :func:`drop_rejections`). A retryable row beside a final decision is stale and goes too."""
+    from operators.dataset.writer import parquet_bytes
+
+    fs, _ = filesystem(output)
+    with fs.open(path, "rb") as f:
+        table = pq.read_table(f)
+    drop = pc.fill_null(pc.is_in(table.column(REASON), value_set=pa.array(sorted(RETRYABLE_REASONS))), False)
+    n = pc.sum(drop).as_py() or 0
+    if not n:
+        return 0
+    if n == table.num_rows:
+        fs.rm(path)
+    else:
+        kept = parquet_bytes(table.filter(pc.invert(drop)), _compression_of(fs, path))
+        write_bytes_atomic(join(output, REJECTED_DIR, path.rsplit("/", 1)[-1]), kept)
+    return n

@@ -9,6 +9,7 @@ drift waiting to happen.
       rejected/*.parquet    one row per dropped video (REJECTED_SCHEMA)
       keyframes/            keyframe images (archives, see archive.py), referenced by KEYFRAME_PATHS
       llm_cache/            content-addressed API responses
+      listing/FINGERPRINT/  the sources' rows as Parquet shards (LISTING_SCHEMA), reused by reruns
       stats.json            counts, timings, tokens, cost of the last run
       config.yaml           the resolved config, without secrets
 """
@@ -24,6 +25,9 @@ KEYFRAMES_DIR = "keyframes"
 #: Exports write here unless told otherwise (``OUTPUT/exports/<format>``).
 EXPORTS_DIR = "exports"
 LLM_CACHE_DIR = "llm_cache"
+LISTING_DIR = "listing"
+#: Written last into a listing's folder: the listing is complete (row counts per source).
+LISTING_DONE_FILE = "_listing.json"
 STATS_FILE = "stats.json"
 CONFIG_FILE = "config.yaml"
 #: Folders whose files describe each video's fate (a rerun reads them).
@@ -97,6 +101,17 @@ REJECTED_SCHEMA = pa.schema([
     (CLIP_START, pa.float64()), (CLIP_END, pa.float64()),
     (STAGE, pa.string()), (REASON, pa.string()), (DETAIL, pa.string()),
     (DEDUP_RANK, pa.int64()), (USAGE, USAGE_TYPE),
+])
+
+#: Columns of ``listing/*/part-*.parquet``: a source row and its place in the listing (which
+#: decides, of two rows with one id, the one that keeps it).
+LISTING_PART = "listing_part"
+LISTING_ROW = "listing_row"
+LISTING_SCHEMA = pa.schema([
+    (VIDEO_ID, pa.string()), (SOURCE, pa.string()), (URI, pa.string()),
+    (CLIP_START, pa.float64()), (CLIP_END, pa.float64()), ("source_caption", pa.string()),
+    ("reject_stage", pa.string()), ("reject_reason", pa.string()), ("reject_detail", pa.string()),
+    (LISTING_PART, pa.int64()), (LISTING_ROW, pa.int64()),
 ])
 
 #: In the pipeline a rejection travels in the row's ``reject_*`` columns; on disk they are named so.

@@ -130,6 +130,12 @@ class WriteShards(Operator):
 
     def __call__(self, batch: Batch) -> Batch:
         n = len(batch[VIDEO_ID])
+        if len(set(batch[VIDEO_ID].tolist())) != n:
+            # Resume and the listing's id check give every row its own id; two in one batch
+            # would be written twice (here, or once kept and once rejected): a bug, not data.
+            seen: set = set()
+            twice = sorted({str(v) for v in batch[VIDEO_ID] if v in seen or seen.add(v)})
+            raise RuntimeError(f"writer: video_id(s) {twice[:5]} twice in one batch")
         kept = live_mask(batch)
         written = [""] * n
         if kept.any():

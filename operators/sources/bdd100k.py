@@ -12,9 +12,14 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from operators.config import StrictModel
 from operators.io import filesystem, join
-from operators.sources.common import make_row, normalize_extensions, reject_duplicates, relative_id
+from operators.sources.common import (
+    SourceBase,
+    file_ids,
+    make_row,
+    normalize_extensions,
+    reject_duplicates,
+)
 from operators.sources.files import list_files, to_uri
 
 logger = logging.getLogger(__name__)
@@ -22,7 +27,7 @@ logger = logging.getLogger(__name__)
 Split = Literal["train", "val", "test"]
 
 
-class BDD100KSource(StrictModel):
+class BDD100KSource(SourceBase):
     """BDD100K videos from the splits of its `videos/` folder."""
 
     kind: Literal["bdd100k"] = Field(description="Source kind.")
@@ -44,18 +49,27 @@ def _videos_dir(root: str, splits: list[str]) -> str:
     raise ValueError(f"input.root {root!r} holds no videos/{{{','.join(splits)}}} folder")
 
 
+def partitions(config: BDD100KSource) -> list[dict[str, Any]]:
+    """One listing task per split."""
+    videos = _videos_dir(config.root, list(config.splits))
+    return [{"videos": videos, "split": split} for split in config.splits]
+
+
+def list_partition(config: BDD100KSource, part: dict[str, Any]) -> list[dict[str, Any]]:
+    """The videos of one split, sorted by name (ids keep their extension only if two collide)."""
+    try:
+        fs, root, paths = list_files(join(part["videos"], part["split"]), config.extensions, recursive=False)
+    except ValueError:
+        logger.warning("bdd100k: no %s split under %s", part["split"], part["videos"])
+        return []
+    logger.info("bdd100k %s: %d videos", part["split"], len(paths))
+    ids = file_ids(paths, root)
+    return [make_row(i, config.kind, to_uri(fs, p)) for i, p in zip(ids, paths, strict=True)]
+
+
 def list_rows(config: BDD100KSource) -> Iterator[dict[str, Any]]:
     """One row per video of the chosen splits, split by split, sorted by name."""
-    videos = _videos_dir(config.root, list(config.splits))
-    rows = []
-    for split in config.splits:
-        try:
-            fs, root, paths = list_files(join(videos, split), config.extensions, recursive=False)
-        except ValueError:
-            logger.warning("bdd100k: no %s split under %s", split, videos)
-            continue
-        logger.info("bdd100k %s: %d videos", split, len(paths))
-        rows.extend(make_row(relative_id(p, root), config.kind, to_uri(fs, p)) for p in paths)
+    rows = [row for part in partitions(config) for row in list_partition(config, part)]
     return reject_duplicates(rows)
 
 

@@ -10,8 +10,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from operators.base import Batch, object_column
+from operators.config import StrictModel
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +39,19 @@ DEFAULT_VIDEO_EXTENSIONS: tuple[str, ...] = (
     ".3g2", ".ogv", ".ogg", ".ogm", ".mts", ".m2ts", ".m2t", ".vob", ".mxf", ".divx", ".y4m",
     ".f4v", ".asf", ".dv", ".m2v", ".qt", ".rm", ".rmvb",
 )  # fmt: skip
+
+
+class SourceBase(StrictModel):
+    """What every source's config has."""
+
+    name: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="Put before this source's ids (`{name}/{id}`), so that sources holding the same "
+        "file names give distinct ids and keyframe folders. Default: no prefix when the run has one "
+        "source of this kind, `{kind}{k}` for the k-th (from 0) of several sources of one kind. Set it "
+        "before adding a second source of the same kind to a run you will resume, so the ids stay.",
+    )
 
 
 def normalize_extensions(values: list[str]) -> list[str]:
@@ -138,6 +153,21 @@ def clip_id(base: str, start: float | None, end: float | None) -> str:
     lo = seconds_label(start) if start is not None else ""
     hi = seconds_label(end) if end is not None else ""
     return f"{base}_{lo}-{hi}"
+
+
+def file_ids(paths: Sequence[str], root: str) -> list[str]:
+    """Ids of files under ``root``: the relative path without extension, unless two files of
+    the list share it (``x.mp4`` and ``x.avi``): those keep their extension, so both are kept.
+    Stable as long as the files are; callers pass whole folders, where such pairs live."""
+    stems = [relative_id(p, root) for p in paths]
+    counts: dict[str, int] = {}
+    for stem in stems:
+        counts[stem] = counts.get(stem, 0) + 1
+    return [
+        stem if counts[stem] == 1 else f"{stem}{path[path.rfind('.'):]}" if "." in path.rsplit("/", 1)[-1]
+        else stem
+        for stem, path in zip(stems, paths, strict=True)
+    ]
 
 
 def strip_extension(path: str) -> str:

@@ -8,21 +8,22 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from operators.config import StrictModel
+from operators.io import filesystem
 from operators.sources.common import (
     DEFAULT_VIDEO_EXTENSIONS,
+    SourceBase,
     SourceListing,
+    file_ids,
     make_row,
     normalize_extensions,
     reject_duplicates,
-    relative_id,
 )
-from operators.sources.files import list_files, to_uri
+from operators.sources.files import has_glob, list_files, to_uri
 
 logger = logging.getLogger(__name__)
 
 
-class FolderSource(StrictModel):
+class FolderSource(SourceBase):
     """Every video file under a directory or matching a glob."""
 
     kind: Literal["folder"] = Field(description="Source kind.")
@@ -39,9 +40,53 @@ class FolderSource(StrictModel):
     _normalize = field_validator("extensions")(normalize_extensions)
 
 
+def _rows(config: FolderSource, fs, root: str, paths: list[str]) -> Iterator[dict[str, Any]]:
+    ids = file_ids(paths, root)
+    return (make_row(video_id, config.kind, to_uri(fs, p)) for video_id, p in zip(ids, paths, strict=True))
+
+
+def partitions(config: FolderSource) -> list[dict[str, Any]]:
+    """One listing task for the folder's own files and one per subfolder (a prefix, on object
+    stores), so a tree of millions of files is listed in parallel. A glob or a file: one task."""
+    fs, fs_path = filesystem(config.path)
+    if has_glob(fs_path) or not config.recursive or not fs.isdir(fs_path):
+        return [{"prefix": None}]
+    subfolders = sorted(
+        str(info["name"]).rstrip("/").rsplit("/", 1)[-1]
+        for info in fs.ls(fs_path, detail=True)
+        if info.get("type") == "directory"
+    )
+    return [{"prefix": ""}, *({"prefix": name} for name in subfolders if not name.startswith("."))]
+
+
+def list_partition(config: FolderSource, part: dict[str, Any]) -> SourceListing:
+    """The videos of one partition; ids relative to the configured folder, so they do not
+    depend on how the folder was split. Files left out for their extension are counted in the
+    listing's ``skipped_by_extension``."""
+    prefix = part["prefix"]
+    skipped: Counter = Counter()
+    if prefix is None:
+        fs, root, paths = list_files(config.path, config.extensions, config.recursive, skipped)
+    else:
+        fs, fs_path = filesystem(config.path)
+        root = fs_path.rstrip("/")
+        if prefix == "":
+            _, _, paths = list_files(config.path, config.extensions, False, skipped)
+        else:
+            sub = f"{config.path.rstrip('/')}/{prefix}"
+            _, _, paths = list_files(sub, config.extensions, True, skipped)
+    if skipped:
+        logger.warning(
+            "folder source %s%s: %d files skipped by extension (%s); add their extensions to "
+            "`extensions` if they are videos",
+            config.path, f" ({prefix}/)" if prefix else "", sum(skipped.values()), _counts(skipped))
+    return SourceListing(_rows(config, fs, root, paths), skipped)
+
+
 def list_rows(config: FolderSource) -> SourceListing:
-    """One row per video file; ``video_id`` is the path relative to the folder, without extension.
-    Files with other extensions are counted in the listing's ``skipped_by_extension``."""
+    """One row per video file; ``video_id`` is the path relative to the folder, without extension
+    (with it when two files differ only by extension, as ``x.mp4`` and ``x.avi``). Files with
+    other extensions are counted in the listing's ``skipped_by_extension``."""
     skipped: Counter = Counter()
     fs, root, paths = list_files(config.path, config.extensions, config.recursive, skipped)
     if not paths:
@@ -50,16 +95,7 @@ def list_rows(config: FolderSource) -> SourceListing:
             + (f" (skipped by extension: {_counts(skipped)})" if skipped else "")
         )
     logger.info("folder source %s: %d files", config.path, len(paths))
-    if skipped:
-        logger.warning(
-            "folder source %s: %d files skipped by extension (%s); add their extensions to "
-            "`extensions` if they are videos",
-            config.path,
-            sum(skipped.values()),
-            _counts(skipped),
-        )
-    rows = (make_row(relative_id(p, root), config.kind, to_uri(fs, p)) for p in paths)
-    return SourceListing(reject_duplicates(rows), skipped)
+    return SourceListing(reject_duplicates(_rows(config, fs, root, paths)), skipped)
 
 
 def _counts(skipped: Counter) -> str:

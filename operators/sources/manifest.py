@@ -20,6 +20,7 @@ from pydantic import Field
 
 from operators.base import is_missing
 from operators.io import is_local, join, local_path, open_binary
+from operators.sources.chunks import DEFAULT_CHUNK_BYTES, byte_chunks, chunk_lines, header_line
 from operators.sources.common import (
     as_caption,
     clip_id,
@@ -48,6 +49,12 @@ class ManifestSource(InputPolicy):
     )
     format: Literal["csv", "jsonl", "parquet"] | None = Field(
         default=None, description="File format; default: from the extension (.csv, .jsonl/.ndjson, .parquet)."
+    )
+    chunk_bytes: int | None = Field(
+        default=None, ge=0,
+        description="Parallel listing: one task per chunk of this many bytes of a CSV or JSONL file "
+        "(a Parquet file: one task per row group). None: 64 MiB for JSONL, one task for a CSV (whose "
+        "quoted cells may hold newlines); set it for a CSV with one record per line. 0: one task.",
     )
 
 
@@ -112,11 +119,14 @@ def _resolve(uri: str, root: str) -> tuple[str, str]:
     return join(root, path), strip_extension(path)
 
 
-def _row(record: dict[str, Any], number: int, root: str, rules: UriRules) -> dict[str, Any]:
+def _row(record: dict[str, Any], number: int | str, root: str, rules: UriRules) -> dict[str, Any]:
+    """One row; ``number`` is the record's row number, or its place (``byte N``) in a chunk."""
+    where = f"row {number}" if isinstance(number, int) else str(number)
     if "__error__" in record or is_missing(record.get(URI_COLUMN)):
-        detail = record.get("__error__") or f"row {number}: empty {URI_COLUMN!r}"
+        detail = record.get("__error__") or f"{where}: empty {URI_COLUMN!r}"
+        label = f"row_{number}" if isinstance(number, int) else where.replace(" ", "_")
         return make_row(
-            f"manifest_row_{number}", "manifest", "", reject_reason="bad_metadata", reject_detail=detail
+            f"manifest_{label}", "manifest", "", reject_reason="bad_metadata", reject_detail=detail
         )
     uri, base = _resolve(str(record[URI_COLUMN]).strip(), root)
     if not is_missing(record.get("video_id")):
@@ -129,7 +139,7 @@ def _row(record: dict[str, Any], number: int, root: str, rules: UriRules) -> dic
             raise ValueError(f"end {end} is not after start {start}")
     except ValueError as e:
         return make_row(
-            base, "manifest", uri, reject_reason="bad_metadata", reject_detail=f"row {number}: {e}"
+            base, "manifest", uri, reject_reason="bad_metadata", reject_detail=f"{where}: {e}"
         )
     video_id = base if not is_missing(record.get("video_id")) else clip_id(base, start, end)
     verdict = rules.verdict(uri)
@@ -138,13 +148,66 @@ def _row(record: dict[str, Any], number: int, root: str, rules: UriRules) -> dic
     return make_row(video_id, "manifest", uri, start, end, caption)
 
 
-def list_rows(config: ManifestSource) -> Iterator[dict[str, Any]]:
-    """One row per manifest record, in file order."""
+def _chunk_records(config: ManifestSource, fmt: str, start: int, end: int) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(place, record)`` of the lines starting in one byte range; place = ``byte N``."""
+    lines = chunk_lines(config.path, start, end, skip_header=fmt == "csv")
+    if fmt == "csv":
+        fieldnames = next(csv.reader([header_line(config.path)]), [])
+        for offset, line in lines:
+            if line.strip():
+                yield f"byte {offset}", dict(zip(fieldnames, next(csv.reader([line])), strict=False))
+        return
+    for offset, line in lines:
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            record = {"__error__": f"byte {offset}: invalid JSON ({e})"}
+        if not isinstance(record, dict):
+            record = {"__error__": f"byte {offset}: not a JSON object"}
+        yield f"byte {offset}", record
+
+
+def partitions(config: ManifestSource) -> list[dict[str, Any]]:
+    """The listing tasks of the manifest: byte ranges, row groups, or the whole file as one."""
+    fmt = manifest_format(config)
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        with open_binary(config.path) as raw:
+            meta = pq.ParquetFile(raw).metadata
+            _require_uri(config.path, pq.ParquetFile(raw).schema_arrow.names)
+        firsts = [sum(meta.row_group(k).num_rows for k in range(i)) for i in range(meta.num_row_groups)]
+        return [{"row_group": i, "first": first + 1} for i, first in enumerate(firsts)] or [{}]
+    if fmt == "csv":
+        _require_uri(config.path, next(csv.reader([header_line(config.path)]), []))
+    chunk = config.chunk_bytes if config.chunk_bytes is not None else (DEFAULT_CHUNK_BYTES if fmt == "jsonl" else 0)
+    chunks = byte_chunks(config.path, chunk)
+    return [{}] if len(chunks) == 1 else [{"start": s, "end": e} for s, e in chunks]
+
+
+def list_partition(config: ManifestSource, part: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The rows of one listing task. A whole file is read as one stream (row numbers in ids of
+    bad rows); a byte range names bad rows by byte offset, a row group by row number."""
     fmt = manifest_format(config)
     folder = config.path.rsplit("/", 1)[0] if "/" in config.path else "."
     root = config.root or folder
     rules = config.rules([folder, config.root])
-    rows = (_row(record, n, root, rules) for n, record in enumerate(_records(config, fmt), start=1))
+    if "row_group" in part:
+        import pyarrow.parquet as pq
+
+        with open_binary(config.path) as raw:
+            records = pq.ParquetFile(raw).read_row_group(part["row_group"]).to_pylist()
+        return (_row(r, n, root, rules) for n, r in enumerate(records, start=part["first"]))
+    if "start" in part:
+        return (_row(r, place, root, rules) for place, r in _chunk_records(config, fmt, part["start"], part["end"]))
+    return (_row(record, n, root, rules) for n, record in enumerate(_records(config, fmt), start=1))
+
+
+def list_rows(config: ManifestSource) -> Iterator[dict[str, Any]]:
+    """One row per manifest record, in file order."""
+    rows = (row for part in partitions(config) for row in list_partition(config, part))
     return reject_duplicates(rows)
 
 

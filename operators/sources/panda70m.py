@@ -5,14 +5,15 @@ lack ``matching_score``). ``timestamp`` is a Python-list string of clip ranges,
 ``[['0:00:00.000', '0:00:05.005'], ...]``, and ``caption`` / ``matching_score`` hold one entry
 per clip. Cells are parsed with ``ast.literal_eval`` (literals only, nothing is evaluated); a file name
 built from a cell that lands outside ``root`` (``videoID`` = ``../../etc/passwd``) is rejected.
-One row per clip, named ``{videoID}_{i}`` as Panda-70M names its clips.
+One row per clip, named ``{videoID}_{i}`` as Panda-70M names its clips. The CSV is listed in
+byte-range chunks by parallel tasks (:mod:`operators.sources.chunks`); a ``videoID`` that
+appears twice gives the same clip ids twice, which the run's id check rejects as ``duplicate_id``.
 """
 
 from __future__ import annotations
 
 import ast
 import csv
-import io
 import logging
 import string
 from collections.abc import Iterator
@@ -21,8 +22,8 @@ from typing import Any, Literal
 from pydantic import Field
 
 from operators.base import is_missing
-from operators.io import open_binary
-from operators.sources.common import make_row, parse_seconds
+from operators.sources.chunks import DEFAULT_CHUNK_BYTES, byte_chunks, chunk_lines, header_line
+from operators.sources.common import make_row, parse_seconds, reject_duplicates
 from operators.sources.files import FileResolver
 from operators.sources.policy import InputPolicy, UriRules
 
@@ -45,6 +46,11 @@ class Panda70MSource(InputPolicy):
     )
     min_matching_score: float | None = Field(
         default=None, description="Reject clips whose caption matching_score is below this; None keeps all."
+    )
+    chunk_bytes: int = Field(
+        default=DEFAULT_CHUNK_BYTES, ge=0,
+        description="The CSV is listed by parallel tasks, one per chunk of this many bytes (0: one task). "
+        "Needs one record per line, as Panda-70M's CSVs have.",
     )
 
 
@@ -84,7 +90,7 @@ def _optional_list(cell: str | None, video_id: str, column: str) -> list[Any]:
 
 
 def _video_rows(
-    record: dict[str, str], config: Panda70MSource, files: FileResolver, rules: UriRules, duplicate: bool
+    record: dict[str, str], config: Panda70MSource, files: FileResolver, rules: UriRules
 ) -> Iterator[dict[str, Any]]:
     video_id = (record.get("videoID") or "").strip()
     try:
@@ -107,9 +113,7 @@ def _video_rows(
         uri, exists, verdict = resolved[name]
         caption = captions[i] if i < len(captions) and isinstance(captions[i], str) else None
         score = scores[i] if i < len(scores) else None
-        if duplicate:
-            reason, detail = "duplicate_id", f"videoID {video_id!r} appears earlier in {config.csv}"
-        elif verdict is not None:
+        if verdict is not None:
             reason, detail = verdict
         elif not exists:
             reason, detail = "missing_file", f"video not downloaded: {uri}"
@@ -129,31 +133,53 @@ def template_fields(template: str) -> set[str]:
     return {name.split(".")[0].split("[")[0] for _, name, _, _ in string.Formatter().parse(template) if name}
 
 
-def list_rows(config: Panda70MSource) -> Iterator[dict[str, Any]]:
-    """One row per clip of every video in the CSV, read as a stream."""
+def _fieldnames(config: Panda70MSource) -> list[str]:
+    """The CSV's columns, checked against what the source needs."""
+    fieldnames = next(csv.reader([header_line(config.csv)]), [])
+    missing = [c for c in REQUIRED_COLUMNS if c not in fieldnames]
+    if missing:
+        raise ValueError(f"Panda-70M CSV {config.csv!r} lacks column(s) {missing} (has {fieldnames})")
+    unknown = template_fields(config.filename) - {*fieldnames, "i"}
+    if unknown:
+        raise ValueError(f"input.filename {config.filename!r} names unknown field(s) {sorted(unknown)}")
+    return fieldnames
+
+
+def partitions(config: Panda70MSource) -> list[dict[str, Any]]:
+    """Byte-range chunks of the CSV; the header is checked here, once, so a bad CSV fails fast."""
+    _fieldnames(config)
+    return [{"start": s, "end": e} for s, e in byte_chunks(config.csv, config.chunk_bytes)]
+
+
+def list_partition(config: Panda70MSource, part: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The clips of the CSV records that start in one chunk."""
+    fieldnames = _fieldnames(config)
     files = FileResolver(config.root)
     rules = config.rules([config.root])
-    seen: set[str] = set()
-    with open_binary(config.csv) as raw:
-        reader = csv.DictReader(io.TextIOWrapper(raw, encoding="utf-8-sig", newline=""))
-        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(
-                f"Panda-70M CSV {config.csv!r} lacks column(s) {missing} (has {reader.fieldnames})"
-            )
-        unknown = template_fields(config.filename) - {*reader.fieldnames, "i"}
-        if unknown:
-            raise ValueError(f"input.filename {config.filename!r} names unknown field(s) {sorted(unknown)}")
-        for number, record in enumerate(reader, start=2):
-            video_id = (record.get("videoID") or "").strip()
-            if not video_id:
-                yield make_row(
-                    f"panda70m_line_{number}", "panda70m", "",
-                    reject_reason="bad_metadata", reject_detail=f"line {number}: empty videoID",
-                )  # fmt: skip
-                continue
-            yield from _video_rows(record, config, files, rules, duplicate=video_id in seen)
-            seen.add(video_id)
+    first_chunk = part["start"] == 0
+    for number, (offset, line) in enumerate(
+        chunk_lines(config.csv, part["start"], part["end"], skip_header=True), start=2
+    ):
+        if not line.strip():
+            continue
+        values = next(csv.reader([line]), [])
+        record = dict(zip(fieldnames, values, strict=False))
+        video_id = (record.get("videoID") or "").strip()
+        if not video_id:
+            # Line numbers are known in the first chunk; later chunks name the byte offset.
+            where = f"line {number}" if first_chunk else f"byte {offset}"
+            yield make_row(
+                f"panda70m_{where.replace(' ', '_')}", "panda70m", "",
+                reject_reason="bad_metadata", reject_detail=f"{where}: empty videoID",
+            )  # fmt: skip
+            continue
+        yield from _video_rows(record, config, files, rules)
+
+
+def list_rows(config: Panda70MSource) -> Iterator[dict[str, Any]]:
+    """One row per clip of every video in the CSV, chunk by chunk (a repeated id rejected)."""
+    rows = (row for part in partitions(config) for row in list_partition(config, part))
+    return reject_duplicates(rows)
 
 
 #: The config model of this source kind (the registry in ``operators.sources`` reads it).

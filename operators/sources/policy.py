@@ -16,8 +16,8 @@ from collections.abc import Iterable
 
 from pydantic import Field, field_validator
 
-from operators.config import StrictModel
 from operators.io import is_local, local_path
+from operators.sources.common import SourceBase
 
 DEFAULT_ALLOWED_SCHEMES: tuple[str, ...] = ("file", "s3", "gs")
 OUTSIDE_ROOTS = "outside_input_roots"
@@ -43,7 +43,7 @@ def is_under(location: str, root: str) -> bool:
     return location == root or location.startswith(root if root.endswith("/") else root + "/")
 
 
-class InputPolicy(StrictModel):
+class InputPolicy(SourceBase):
     """Settings shared by the sources whose file names come from data (manifests, metadata)."""
 
     allowed_roots: list[str] | None = Field(

@@ -3,9 +3,12 @@
 A shard holds samples as consecutive members sharing a key: ``00000000.mp4``, ``00000000.json``
 (``key``, ``url``, ``status``, ``caption``, and ``clips`` when video2dataset cut the video into
 clips, each clip then its own sample keyed ``{key}_{clip}``), ``00000000.txt`` (the caption).
-Listing yields one row per shard; :class:`ExpandShards` reads each shard as a stream, in
-parallel across workers, and yields one row per sample whose ``uri`` is fsspec's chained form
-``tar://{member}::{shard_uri}``. Nothing is extracted to disk. Member names are data: one that
+The run lists samples, one listing task per shard (``partitions`` / ``list_partition``): each
+reads the shard's member headers once and yields one row per sample whose ``uri`` names the
+member and, for an uncompressed shard, its data's place, ``tar://{member}@{offset}+{size}::{shard}``,
+so every later read of the sample is one range read, never a scan of the shard. A rerun then
+resumes per sample, and a shard whose samples are all done is not opened again. ``list_rows``
+(one row per shard) and :class:`ExpandShards` remain for callers that expand shards in a stage. Nothing is extracted to disk. Member names are data: one that
 fsspec would read as a URL chain (holding ``::`` or ``://``) is rejected, never opened.
 """
 
@@ -21,10 +24,10 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from operators.base import Batch, Operator, Resources
-from operators.config import StrictModel
-from operators.io import filesystem, open_binary
+from operators.io import filesystem, member_uri, open_binary
 from operators.sources.common import (
     ROW_COLUMNS,
+    SourceBase,
     as_caption,
     make_row,
     parse_seconds,
@@ -40,7 +43,7 @@ MAX_META_BYTES = 64 << 20
 _MEMBER = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # webdataset's key/extension split
 
 
-class WebDatasetSource(StrictModel):
+class WebDatasetSource(SourceBase):
     """Samples of webdataset tar shards written by video2dataset."""
 
     kind: Literal["webdataset"] = Field(description="Source kind.")
@@ -73,8 +76,12 @@ def list_rows(config: WebDatasetSource) -> Iterator[dict[str, Any]]:
     return reject_duplicates(rows)
 
 
+POSITIONS = "__positions__"  # parts[POSITIONS][ext] = (data offset, size) of each member
+
+
 def _samples(tar: tarfile.TarFile) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(key, {extension: member name or, for metadata, its bytes}) per run of members sharing a key."""
+    """(key, {extension: member name or, for metadata, its bytes}) per run of members sharing a key;
+    ``parts[POSITIONS]`` holds each member's data offset and size in the shard."""
     key, parts = None, {}
     for member in tar:
         match = _MEMBER.match(member.name)
@@ -83,8 +90,9 @@ def _samples(tar: tarfile.TarFile) -> Iterator[tuple[str, dict[str, Any]]]:
         if match.group(1) != key:
             if key is not None:
                 yield key, parts
-            key, parts = match.group(1), {}
+            key, parts = match.group(1), {POSITIONS: {}}
         ext = match.group(2).lower()
+        parts[POSITIONS][ext] = (member.offset_data, member.size)
         if ext in ("json", "txt") and member.size <= MAX_META_BYTES:
             parts[ext] = tar.extractfile(member).read()
         else:
@@ -94,7 +102,7 @@ def _samples(tar: tarfile.TarFile) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def _sample_rows(
-    key: str, parts: dict[str, Any], shard: str, options: WebDatasetSource
+    key: str, parts: dict[str, Any], shard: str, options: WebDatasetSource, ranged: bool = False
 ) -> list[dict[str, Any]]:
     try:
         meta = json.loads(parts["json"]) if "json" in parts else {}
@@ -106,7 +114,8 @@ def _sample_rows(
     caption = as_caption(meta.get("caption"))
     if caption is None and "txt" in parts:
         caption = as_caption(parts["txt"].decode("utf-8", errors="replace"))
-    member = parts.get(options.video_ext.lower().lstrip("."))
+    ext = options.video_ext.lower().lstrip(".")
+    member = parts.get(ext)
     if member is None:
         status = f"status={meta.get('status')!r}, error={meta.get('error_message')!r}"
         detail = f"sample {key} of {shard} has no .{options.video_ext} ({status})"
@@ -115,7 +124,7 @@ def _sample_rows(
         # fsspec reads '::' as a chain link: such a name could point the reader at a URL.
         detail = f"member name {member[:300]!r} of {shard} would be read as a URL chain"
         return [make_row(video_id, "webdataset", shard, None, None, caption, "unsafe_member_name", detail)]
-    uri = f"tar://{member}::{shard}"
+    uri = member_uri(member, shard, *(parts[POSITIONS][ext] if ranged else (None, None)))
     spans = meta.get("clips")
     if options.clips_are_cut or not isinstance(spans, list) or not spans:
         return [make_row(video_id, "webdataset", uri, None, None, caption)]
@@ -134,13 +143,21 @@ def _sample_rows(
     return rows
 
 
-def read_shard(shard: str, shard_id: str, options: WebDatasetSource) -> list[dict[str, Any]]:
-    """Every sample of one shard as a row; a shard that cannot be read becomes one rejected row."""
+def is_plain_tar(shard: str) -> bool:
+    """An uncompressed tar, whose members' offsets are offsets in the file itself."""
+    return shard.lower().endswith(".tar")
+
+
+def read_shard(shard: str, shard_id: str, options: WebDatasetSource, ranged: bool = False) -> list[dict[str, Any]]:
+    """Every sample of one shard as a row; a shard that cannot be read becomes one rejected row.
+    ``ranged``: the uris carry each member's place (only for an uncompressed tar)."""
     rows: list[dict[str, Any]] = []
+    ranged = ranged and is_plain_tar(shard)
     try:
-        with open_binary(shard) as f, tarfile.open(fileobj=f, mode="r|*") as tar:
+        # A plain tar is opened seekable: reading the headers skips over the members' data.
+        with open_binary(shard) as f, tarfile.open(fileobj=f, mode="r:" if ranged else "r|*") as tar:
             for key, parts in _samples(tar):
-                rows.extend(_sample_rows(key, parts, shard, options))
+                rows.extend(_sample_rows(key, parts, shard, options, ranged))
     except FileNotFoundError as e:
         rows.append(
             make_row(shard_id, "webdataset", shard, reject_reason="missing_file", reject_detail=str(e))
@@ -154,6 +171,16 @@ def read_shard(shard: str, shard_id: str, options: WebDatasetSource) -> list[dic
             make_row(shard_id, "webdataset", shard, reject_reason="bad_shard", reject_detail="empty shard")
         )
     return list(reject_duplicates(rows))
+
+
+def partitions(config: WebDatasetSource) -> list[dict[str, Any]]:
+    """One listing task per shard."""
+    return [{"shard": row["uri"], "shard_id": row["video_id"]} for row in list_rows(config)]
+
+
+def list_partition(config: WebDatasetSource, part: dict[str, Any]) -> list[dict[str, Any]]:
+    """The samples of one shard, with ranged member uris."""
+    return read_shard(part["shard"], part["shard_id"], config, ranged=True)
 
 
 class ExpandShards(Operator):

@@ -21,6 +21,7 @@ from pydantic import Field
 
 from operators.base import Batch, Operator, Resources, cell
 from operators.config import StrictModel
+from operators.io import ranged_member
 from operators.video.opening import (
     VideoError,
     display_size,
@@ -63,6 +64,13 @@ class ProbeConfig(StrictModel):
         gt=0,
         description="Reject ('too_large') a stream whose declared frame has more pixels than this, "
         "before decoding anything: one 16k x 16k frame is 400 MB of YUV.",
+    )
+    max_source_bytes: int = Field(
+        2 << 30,
+        gt=0,
+        description="Reject ('too_large') a tar-shard member larger than this before reading it: "
+        "a member is read into memory whole (one range read instead of a scan of the shard), so "
+        "this bounds a worker's memory per row. Plain files are streamed and not limited.",
     )
     decode_fallback: bool = Field(
         True,
@@ -262,6 +270,10 @@ def probe_video(uri: str, config: ProbeConfig | None = None) -> VideoInfo:
     import av
 
     config = config or ProbeConfig()
+    held = ranged_member(uri)
+    if held is not None and held[2] > config.max_source_bytes:
+        raise VideoError("too_large", f"tar member of {held[2]} bytes > probe.max_source_bytes "
+                         f"{config.max_source_bytes}: {uri[:300]}")
     with open_video(uri) as (container, size):
         stream = video_stream(container)
         cc = stream.codec_context

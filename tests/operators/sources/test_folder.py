@@ -50,15 +50,27 @@ def test_ids_are_stable_across_runs_and_locations(tmp_path):
     assert first == [r["video_id"] for r in rows_of(path=str(tmp_path / "one"))]
 
 
-def test_same_stem_twice_keeps_the_first_and_rejects_the_other(tmp_path):
+def test_same_stem_twice_keeps_both_with_their_extensions(tmp_path):
     touch(tmp_path / "v.mov")
     touch(tmp_path / "v.mp4")
+    touch(tmp_path / "w.mp4")
     rows = rows_of(path=str(tmp_path))
-    assert [(r["uri"].rsplit("/", 1)[1], r["reject_reason"]) for r in rows] == [
-        ("v.mov", None),
-        ("v.mp4", "duplicate_id"),
+    assert [(r["video_id"], r["reject_reason"]) for r in rows] == [
+        ("v.mov", None), ("v.mp4", None), ("w", None),
     ]
-    assert rows[1]["reject_stage"] == "source"
+
+
+def test_partitions_list_the_same_rows_as_one_listing(tmp_path):
+    from operators.sources import folder
+
+    for name in ["top.mp4", "a/x.mp4", "a/x.avi", "a/deep/y.mp4", "b/z.mp4"]:
+        touch(tmp_path / name)
+    config = FolderSource(kind="folder", path=str(tmp_path))
+    parts = folder.partitions(config)
+    assert [p["prefix"] for p in parts] == ["", "a", "b"]
+    split = [r["video_id"] for p in parts for r in folder.list_partition(config, p)]
+    assert sorted(split) == sorted(r["video_id"] for r in rows_of(path=str(tmp_path)))
+    assert sorted(split) == ["a/deep/y", "a/x.avi", "a/x.mp4", "b/z", "top"]
 
 
 def test_memory_uri_stands_in_for_a_bucket(memory_root):
