@@ -39,9 +39,11 @@ STAGE_NAMES: tuple[str, ...] = (
 )
 
 
-def build_operators(config: PipelineConfig, llm: LLMServices | None = None) -> list[Operator]:
+def build_operators(config: PipelineConfig, llm: LLMServices | None = None,
+                    dedup_shards: list | None = None) -> list[Operator]:
     """The stages between the sources and the writer, in order. ``llm`` carries the run's
-    shared limiter and budget; without it the API stage is left out (dry runs)."""
+    shared limiter and budget; without it the API stage is left out (dry runs).
+    ``dedup_shards``: the proxies of the dedup part actors (``dedup.shards`` > 1)."""
     ops: list[Operator] = []
     shard_sources = [s for s in config.input if needs_shard_expansion(s)]
     if shard_sources:
@@ -56,7 +58,8 @@ def build_operators(config: PipelineConfig, llm: LLMServices | None = None) -> l
     if config.steps.dedup:
         ops += [
             TextEmbed(config.embed),
-            SemanticDedup(config.dedup, resume=partial(dedup_resume_state, config.output)),
+            SemanticDedup(config.dedup, resume=partial(dedup_resume_state, config.output),
+                          output=config.output, shards=dedup_shards),
         ]
     if config.steps.keyframes:
         ops += [

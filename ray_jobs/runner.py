@@ -16,6 +16,7 @@ from operators.sources import list_source_rows
 from operators.writers import WriteShards
 from ray_jobs.adapter import apply_operator, capacity_problems, resolve_resources
 from ray_jobs.config import ConfigError, PipelineConfig, resolved_yaml
+from ray_jobs.dedup_shards import check_dedup_memory, shard_cpus, start_dedup_shards, stop_dedup_shards
 from ray_jobs.exports import export_sharegpt4video
 from ray_jobs.pipeline import build_operators
 from ray_jobs.resume import drop_rejections, remove_temp_files, resume_state
@@ -108,10 +109,14 @@ def check_capacity(config: PipelineConfig, ops: list) -> None:
     import ray
 
     stages = [(op, resolve_resources(op, config.stages.get(op.name))) for op in ops]
-    problems = capacity_problems(stages, ray.cluster_resources())
+    available = dict(ray.cluster_resources())
+    available["CPU"] = available.get("CPU", 0.0) - shard_cpus(config)  # held by the dedup parts
+    problems = capacity_problems(stages, available)
+    on_cluster = bool(config.ray.address or os.environ.get("RAY_ADDRESS"))
+    check_dedup_memory(config, on_cluster)
     if not problems:
         return
-    if config.ray.address or os.environ.get("RAY_ADDRESS"):
+    if on_cluster:
         for problem in problems:
             logger.warning("%s (waiting for the autoscaler)", problem)
     else:
@@ -159,15 +164,24 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
         init_ray(config)
         set_execution_options(config)
         services = start_llm_services(config)
+        shards = None
         try:
             ds = ray.data.from_items(rows, override_num_blocks=input_blocks(len(rows)))
-            ops = [*build_operators(config, services), WriteShards(config.writer, output=config.output)]
+
+            def stages(dedup_shards: list | None = None) -> list:
+                return [*build_operators(config, services, dedup_shards),
+                        WriteShards(config.writer, output=config.output)]
+            ops = stages()
             check_capacity(config, ops)
+            shards = start_dedup_shards(config)
+            if shards:
+                ops = stages(shards)
             for op in ops:
                 ds = apply_operator(ds, op, config.stages.get(op.name))
             for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
                 tally(summary, batch)
         finally:
+            stop_dedup_shards(shards)
             if services is not None:
                 services.close()
     export_sharegpt4video(config.output)
