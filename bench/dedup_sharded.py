@@ -137,21 +137,26 @@ def plan(q1: float, measured_pool: int, rate: float, target_pool: int, probe: in
 
 
 REBUILD = """
-import json, resource, sys, time
+import json, sys, time
 sys.path.insert(0, {root!r})
 from operators.dedup import DedupConfig, SemanticDedup
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+def hwm():  # peak RSS of this process image (ru_maxrss would carry the parent's over fork+exec)
+    line = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
+    return int(line.split()[1]) / 2**20
+
+base = hwm()
 op = SemanticDedup(DedupConfig(use_gpu=False), output={out!r})
 wall, cpu = time.perf_counter(), time.process_time()
 op.setup()
 print(json.dumps({{"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu,
-                  "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-                  "rss_before_gib": base / 2**20, "pool": len(op.index), "next_rank": op.index.next_rank}}))
+                  "peak_rss_gib": hwm(),
+                  "rss_before_gib": base, "pool": len(op.index), "next_rank": op.index.next_rank}}))
 """
 
 
 def rebuild_from_log(data: Any, kept: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(dir=ROOT / "bench" / "results") as out:
+    with tempfile.TemporaryDirectory(prefix="sg4v-dedup-log-") as out:
         log = DecisionLog(out)
         wall = time.perf_counter()
         for first, vectors in data.pool(kept):
