@@ -269,6 +269,8 @@ def main() -> None:
                         help=f"comma-separated, of {', '.join(SECTIONS)}")
     parser.add_argument("--pool", type=int, default=None, help="pool size of the sharding, per_shard "
                         "and rebuild sections (default 1M, --quick 100k)")
+    parser.add_argument("--sharding-queries", type=int, default=None,
+                        help="queries of the sharding section (default as the others: 4096, --quick 2048)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "dedup.json"))
     args = parser.parse_args()
     sections = set(args.sections.split(","))
@@ -285,7 +287,7 @@ def main() -> None:
         results.update(throughput_sections(data, args.quick, args.gpu, queries))
         print(table(results))
     if "sharding" in sections:
-        results["sharding"] = sharded_agreement(data, big, queries, measure, build_pool,
+        results["sharding"] = sharded_agreement(data, big, args.sharding_queries or queries, measure, build_pool,
                                                 stream_with_own_duplicates, quick=args.quick)
     if "per_shard" in sections:
         results["per_shard"] = per_shard_cost(data, big, queries)

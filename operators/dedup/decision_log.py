@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 LOG_FOLDER = "dedup_log"
 CENTROIDS_FILE = "centroids.npy"
 COLUMNS = ("video_id", "dedup_rank", "kept", "nearest_id", "similarity", "vector")
+VECTOR_PATH = "vector.list.element"  # the vector's values, as Parquet names the leaf column
 _NAME = re.compile(r"(\d+)-(\d+)\.parquet$")
 
 
@@ -123,7 +124,10 @@ class DecisionLog:
             pa.array(list(sims), type=pa.float64()), pa.FixedSizeListArray.from_arrays(flat, dim),
         ], schema=log_schema(dim))
         sink = io.BytesIO()
-        pq.write_table(table, sink, compression=self.compression)
+        # Dictionary encoding of the floats made files 1.5x the raw vectors and 3x slower to
+        # read back; split float bytes compress to ~0.86x (measured on unit 768-d vectors).
+        pq.write_table(table, sink, compression=self.compression,
+                       use_dictionary=["video_id", "nearest_id"], use_byte_stream_split=[VECTOR_PATH])
         first, last = int(min(ranks)), int(max(ranks))
         write_bytes_atomic(join(self.folder, f"{first:012d}-{last:012d}.parquet"), sink.getvalue())
 
