@@ -3,6 +3,7 @@
     python bench/dedup.py            # exact @ 100k pool, approximate (IVF-SQ8) @ 1M pool, 768-d
     python bench/dedup.py --quick    # the same at 20k / 100k, for a smoke check
     python bench/dedup.py --gpu      # adds exact mode on GPU 0 @ 1M pool (needs faiss with a GPU)
+    python bench/dedup.py --sections sharding,per_shard,rebuild   # the sharded pool and its log
 
 Data: 768-d unit vectors around 2,000 random cluster centres. The pool holds fresh points
 (distinct videos); the query stream mixes near-duplicates of pool members and of earlier
@@ -34,6 +35,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from dedup_sharded import per_shard_cost, rebuild_from_log, sharded_agreement  # noqa: E402
 
 from operators.dedup import DedupConfig, GreedyDedupIndex  # noqa: E402
 
@@ -255,20 +258,52 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+SECTIONS = ("throughput", "sharding", "per_shard", "rebuild")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small pools, for a smoke check")
     parser.add_argument("--gpu", action="store_true", help="also exact mode on GPU 0 at the large pool")
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"comma-separated, of {', '.join(SECTIONS)}")
+    parser.add_argument("--pool", type=int, default=None, help="pool size of the sharding, per_shard "
+                        "and rebuild sections (default 1M, --quick 100k)")
+    parser.add_argument("--sharding-queries", type=int, default=None,
+                        help="queries of the sharding section (default as the others: 4096, --quick 2048)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "dedup.json"))
     args = parser.parse_args()
+    sections = set(args.sections.split(","))
+    unknown = sections - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections: {sorted(unknown)}")
 
-    exact_pool, approx_pool = (20_000, 100_000) if args.quick else (100_000, 1_000_000)
+    big = args.pool or (100_000 if args.quick else 1_000_000)
     queries = 2048 if args.quick else 4096
-    full_n, full_min_pool = (15_000, 3_000) if args.quick else (40_000, 8_000)
     data = ClusteredData()
     started = time.perf_counter()
     results: dict[str, Any] = {"machine": machine(), "quick": args.quick, "batch_size": BATCH, "dim": DIM}
+    if "throughput" in sections:
+        results.update(throughput_sections(data, args.quick, args.gpu, queries))
+        print(table(results))
+    if "sharding" in sections:
+        results["sharding"] = sharded_agreement(data, big, args.sharding_queries or queries, measure, build_pool,
+                                                stream_with_own_duplicates, quick=args.quick)
+    if "per_shard" in sections:
+        results["per_shard"] = per_shard_cost(data, big, queries)
+    if "rebuild" in sections:
+        results["rebuild"] = rebuild_from_log(data, big)
+    results["wall_s"] = time.perf_counter() - started
+    print(f"\nwall time {results['wall_s']:.0f} s; machine {results['machine']}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
 
+
+def throughput_sections(data: ClusteredData, quick: bool, gpu: bool, queries: int) -> dict[str, Any]:
+    exact_pool, approx_pool = (20_000, 100_000) if quick else (100_000, 1_000_000)
+    full_n, full_min_pool = (15_000, 3_000) if quick else (40_000, 8_000)
+    results: dict[str, Any] = {}
     throughput = [exact_scenario(data, exact_pool, queries, gpu=False)]
     gc.collect()
     approx = approximate_scenario(data, approx_pool, queries)
@@ -276,7 +311,7 @@ def main() -> None:
     gc.collect()
     exact_big = exact_on_same_stream(data, approx_pool, queries)
     gc.collect()
-    if args.gpu:
+    if gpu:
         throughput.append(exact_scenario(data, approx_pool, queries * 4, gpu=True))
         gc.collect()
     results["approximate_vs_exact"] = {
@@ -293,12 +328,7 @@ def main() -> None:
     for r in throughput:
         r.pop("kept")
     results["throughput"] = throughput
-    results["wall_s"] = time.perf_counter() - started
-
-    print(table(results))
-    print(f"\nwall time {results['wall_s']:.0f} s; machine {results['machine']}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2))
+    return results
 
 
 if __name__ == "__main__":

@@ -57,11 +57,21 @@ def check_capacity(config: PipelineConfig, ops: list, poll_s: float = POLL_S) ->
     never can (see module)."""
     import ray
 
+    from ray_jobs.dedup_shards import check_dedup_memory, shard_cpus
+
     stages = [(op, resolve_resources(op, config.stages.get(op.name))) for op in ops]
-    problems = capacity_problems(stages, ray.cluster_resources())
+    on_cluster = bool(config.ray.address or os.environ.get("RAY_ADDRESS"))
+    check_dedup_memory(config, on_cluster)
+
+    def available() -> dict[str, float]:
+        have = dict(ray.cluster_resources())
+        have["CPU"] = have.get("CPU", 0.0) - shard_cpus(config)  # held by the dedup parts
+        return have
+
+    problems = capacity_problems(stages, available())
     if not problems:
         return
-    if not (config.ray.address or os.environ.get("RAY_ADDRESS")):
+    if not on_cluster:
         raise ConfigError("; ".join(problems))
     timeout = config.ray.capacity_timeout_s
     started = last_log = time.monotonic()
@@ -80,6 +90,6 @@ def check_capacity(config: PipelineConfig, ops: list, poll_s: float = POLL_S) ->
             last_log = time.monotonic()
             logger.warning("still waiting for resources after %.0fs: %s", waited, "; ".join(problems))
         time.sleep(poll_s)
-        problems = capacity_problems(stages, ray.cluster_resources())
+        problems = capacity_problems(stages, available())
         autoscaler = autoscaler or cluster_can_autoscale()
     logger.info("resources available after %.0fs", time.monotonic() - started)

@@ -59,7 +59,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(ShortCaption, "short_caption", "short_caption", lambda c: ShortCaption(c.short_caption)),
     Stage(TextEmbed, "embed", "dedup", lambda c: TextEmbed(c.embed)),
     Stage(SemanticDedup, "dedup", "dedup",
-          lambda c: SemanticDedup(c.dedup, resume=partial(dedup_resume_state, c.output))),
+          lambda c: SemanticDedup(c.dedup, resume=partial(dedup_resume_state, c.output), output=c.output)),
     Stage(ClipEncode, "clip", "keyframes", lambda c: ClipEncode(c.clip)),
     Stage(SelectKeyframes, "keyframes", "keyframes",
           lambda c: SelectKeyframes(c.keyframes, output_dir=c.output)),

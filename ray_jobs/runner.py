@@ -19,6 +19,7 @@ from operators.sources import list_source_rows
 from ray_jobs.adapter import apply_operator
 from ray_jobs.capacity import check_capacity
 from ray_jobs.config import ConfigError, PipelineConfig, resolved_yaml
+from ray_jobs.dedup_shards import start_dedup_shards, stop_dedup_shards
 from ray_jobs.listing import drop_retryable, pending_rows, write_listing
 from ray_jobs.pipeline import build_pipeline
 from ray_jobs.services import LLMServices, check_api_key, start_llm_services
@@ -183,6 +184,7 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
     summary = resume(config)
     if summary.pending is not None:
         services = start_llm_services(config)
+        shards = None
         try:
             if services is not None:
                 # The API stage talks to the endpoint the services point at (the local test
@@ -190,12 +192,18 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
                 config = config.model_copy(update={"llm": services.llm})
             ops = bind_services(build_pipeline(config), services)
             check_capacity(config, ops)
+            shards = start_dedup_shards(config)
+            if shards:
+                for op in ops:
+                    if "shards" in op.run_handles:
+                        op.bind(shards=shards)
             ds = summary.pending.repartition(target_num_rows_per_block=block_rows(config, summary.todo))
             for op in ops:
                 ds = apply_operator(ds, op, config.stages.get(op.name))
             for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
                 tally(summary, batch)
         finally:
+            stop_dedup_shards(shards)
             if services is not None:
                 services.close()
     summary.pending = None

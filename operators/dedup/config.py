@@ -57,7 +57,12 @@ class DedupConfig(StrictModel):
             "exactly (float64) from the stored vectors and the best one decides."
         ),
     )
-    ivf_nlist: int = Field(1024, ge=1, description="IVF: number of inverted lists (k-means centroids).")
+    ivf_nlist: int | Literal["sqrt"] = Field(
+        1024,
+        description="IVF: number of inverted lists (k-means centroids). sqrt: about the square "
+        "root of the vectors it is trained on, so it grows with the pool at each retrain "
+        "(ivf_retrain_growth); the search cost then grows with sqrt(pool), not with the pool.",
+    )
     ivf_nprobe: int = Field(
         8,
         ge=1,
@@ -93,10 +98,39 @@ class DedupConfig(StrictModel):
             "stay on CPU; on a GPU exact search of millions of vectors is already fast."
         ),
     )
-    batch_size: int = Field(256, ge=1, description="Rows per call to the single dedup worker.")
+    batch_size: int = Field(
+        256, ge=1, description="Rows per call to the single deciding worker; also the rows of one "
+        "decision-log file (dedup_log/), so larger batches mean fewer files.")
+    log: bool = Field(
+        True, description="Append every decision (id, rank, kept, nearest id, similarity, vector) to "
+        "OUTPUT/dedup_log/ before the batch moves on; a restarted worker and a rerun rebuild the pool "
+        "from it and never decide a logged video twice. Off only for throwaway runs.")
+    shards: int = Field(
+        1, ge=1, description="Parts the pool is split into by coarse centroid, each searched by its "
+        "own worker (a Ray actor). 1: the deciding worker holds the whole pool (exact greedy rule).")
+    probe_shards: int = Field(
+        2, ge=1, description="Parts searched per video: those with the nearest centroids. A "
+        "near-duplicate across a part boundary is found when its part is among them; equal to "
+        "shards (with exact search) gives the exact greedy rule. Capped at shards.")
+    train_size: int = Field(
+        50_000, ge=2, description="Kept videos the part centroids are trained on (the first ones "
+        "kept). Until then the deciding worker holds the pool; the centroids are saved in "
+        "dedup_log/ so restarts and reruns split the pool the same way.")
+    pool_size: int = Field(
+        200_000, ge=1, description="Kept videos the pool is sized for: the dedup workers declare "
+        "the memory that many vectors need (per part: pool_size / shards x 1.5 for uneven parts), so "
+        "Ray places them on nodes that have it, and the run fails before starting when no node does. "
+        "About 3.7 KB a vector at 768-d exact (0.8 GB at the default); set it to the kept videos you "
+        "expect.")
+    embedding_dim: int = Field(
+        768, ge=1, description="Dimension of the caption embeddings, used only to size the declared "
+        "memory (the pool takes its dimension from the vectors).")
+    shard_num_cpus: float = Field(1.0, ge=0.0, description="CPUs reserved by each part's worker.")
 
     @model_validator(mode="after")
     def _nprobe_within_nlist(self) -> DedupConfig:
-        if self.ivf_nprobe > self.ivf_nlist:
+        if isinstance(self.ivf_nlist, int) and self.ivf_nlist < 1:
+            raise ValueError("ivf_nlist must be at least 1 (or sqrt)")
+        if isinstance(self.ivf_nlist, int) and self.ivf_nprobe > self.ivf_nlist:
             raise ValueError(f"ivf_nprobe ({self.ivf_nprobe}) exceeds ivf_nlist ({self.ivf_nlist})")
         return self

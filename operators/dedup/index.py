@@ -13,14 +13,14 @@ index can only miss a neighbour, never misjudge one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from operators.dedup.config import DedupConfig
-from operators.dedup.search import PoolSearch
-from operators.dedup.store import KeptVectors
+from operators.dedup.shard import ShardPool, similarity
+from operators.dedup.sharded import ShardedPool
 
 #: How far from 1 a vector's norm may be before it counts as not normalized.
 NORM_TOLERANCE = 1e-3
@@ -40,13 +40,6 @@ class Decision:
     similarity: float | None
 
 
-def similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine similarity of unit vectors as the dedup defines it: float64 products (exact for
-    float32 inputs) summed along the last axis. A function of the two vectors alone, so a
-    pair scores the same whichever batch or index brought it up."""
-    return np.sum(a * b, axis=-1)
-
-
 def _closest_earlier(x64: np.ndarray, gram: np.ndarray, j: int, kept_rows: list[int]) -> tuple[int, float]:
     """The batch member kept before row j that is most similar to it, and that similarity.
 
@@ -60,39 +53,57 @@ def _closest_earlier(x64: np.ndarray, gram: np.ndarray, j: int, kept_rows: list[
 
 
 class GreedyDedupIndex:
-    """Holds the kept videos (ids and vectors) and decides new ones in order."""
+    """Holds the kept videos (ids and vectors) and decides new ones in order.
 
-    def __init__(self, config: DedupConfig, dim: int, start_rank: int = 0) -> None:
+    ``pool`` is where the kept vectors live: by default one ``ShardPool`` in this process;
+    a ``ShardedPool`` spreads them over parts (``dedup.shards``)."""
+
+    def __init__(self, config: DedupConfig, dim: int, start_rank: int = 0,
+                 pool: ShardPool | ShardedPool | None = None) -> None:
         self.config = config
         self.dim = dim
         self.next_rank = start_rank
-        self.store = KeptVectors(dim)
-        self.ids: list[str] = []
-        self.search = PoolSearch(config, self.store)
+        self.pool = pool if pool is not None else ShardPool(config, dim)
+
+    @property
+    def search(self):  # the local pool's index (exact or approximate); for tests and benches
+        return self.pool.search
+
+    @property
+    def store(self):
+        return self.pool.store
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.pool)
 
-    def add_kept(self, ids: Sequence[str], vectors: np.ndarray) -> None:
-        """Add videos known to be kept (a resumed run's written rows), without deciding them."""
+    def add_kept(self, ids: Sequence[str], vectors: np.ndarray, ranks: np.ndarray | None = None) -> None:
+        """Add videos known to be kept (a resumed run's), without deciding them. ``ranks`` are
+        their decision ranks (default: consecutive, ending below ``next_rank``)."""
         x = self._checked(ids, vectors)
-        self.store.append(x)
-        self.ids.extend(ids)
+        if ranks is None:
+            ranks = np.arange(len(ids), dtype=np.int64) + max(0, self.next_rank - len(ids))
+        self.pool.add(ids, ranks, x)
 
-    def decide(self, ids: Sequence[str], vectors: np.ndarray) -> list[Decision]:
-        """Decide a batch in order; ``vectors`` are float32 [n, dim], L2-normalized."""
+    def decide(self, ids: Sequence[str], vectors: np.ndarray,
+               before_insert: Callable[[list[Decision], np.ndarray], None] | None = None) -> list[Decision]:
+        """Decide a batch in order; ``vectors`` are float32 [n, dim], L2-normalized.
+
+        ``before_insert(decisions, vectors)`` runs once the batch is decided and before its
+        kept vectors join the pool (the operator logs the decisions there); if it raises, the
+        pool and the ranks are as before the call."""
         x = self._checked(ids, vectors)
         if len(ids) == 0:
             return []
-        pool_sim, pool_pos = self._nearest_in_pool(x)
+        pool_sim, _, pool_ids = self.pool.nearest(x)
         x64 = x.astype(np.float64)
         gram = x @ x.T  # float32: only shortlists, see _closest_earlier
         threshold = self.config.threshold
         kept_rows: list[int] = []
         decisions: list[Decision] = []
+        rank = self.next_rank
         for j in range(len(ids)):
             sim = float(pool_sim[j])
-            nearest = self.ids[pool_pos[j]] if pool_pos[j] >= 0 else None
+            nearest = pool_ids[j]
             if kept_rows:
                 b, batch_sim = _closest_earlier(x64, gram, j, kept_rows)
                 # Pool members were kept earlier than batch members: they win ties.
@@ -101,30 +112,15 @@ class GreedyDedupIndex:
             kept = nearest is None or sim < threshold
             if kept:
                 kept_rows.append(j)
-            decisions.append(Decision(kept, self.next_rank, nearest, sim if nearest is not None else None))
-            self.next_rank += 1
+            decisions.append(Decision(kept, rank, nearest, sim if nearest is not None else None))
+            rank += 1
+        if before_insert is not None:
+            before_insert(decisions, x)
+        self.next_rank = rank
         if kept_rows:
-            self.store.append(x[kept_rows])
-            self.ids.extend(ids[j] for j in kept_rows)
+            self.pool.add([ids[j] for j in kept_rows],
+                          np.array([decisions[j].rank for j in kept_rows], dtype=np.int64), x[kept_rows])
         return decisions
-
-    def _nearest_in_pool(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Best exact similarity to the pool and its position per query (-inf, -1 if none)."""
-        n = len(x)
-        if not self.ids:
-            return np.full(n, -np.inf), np.full(n, -1, dtype=np.int64)
-        self.search.sync()
-        _, positions = self.search.search(x, self.config.rescore_k)
-        valid = positions >= 0
-        candidates = self.store.gather(np.where(valid, positions, 0)).astype(np.float64)
-        sims = similarity(candidates, x.astype(np.float64)[:, None, :])
-        sims[~valid] = -np.inf
-        best = sims.max(axis=1)
-        # Among equal similarities, the earliest kept video is the nearest (as a greedy pass).
-        tied = (sims == best[:, None]) & valid
-        pos = np.where(tied, positions, np.iinfo(np.int64).max).min(axis=1)
-        pos[~valid.any(axis=1)] = -1
-        return best, pos
 
     def _checked(self, ids: Sequence[str], vectors: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(vectors, dtype=np.float32)

@@ -136,7 +136,8 @@ class PoolSearch:
             self.ann.hnsw.efConstruction = cfg.hnsw_ef_construction
             self.ann.hnsw.efSearch = cfg.hnsw_ef_search
         else:
-            nlist = min(cfg.ivf_nlist, max(1, train_size // 39))
+            wanted = round(train_size ** 0.5) if cfg.ivf_nlist == "sqrt" else cfg.ivf_nlist
+            nlist = min(wanted, max(1, train_size // 39))
             quantizer = faiss.IndexFlatIP(d)
             if cfg.ivf_encoding == "sq8":
                 index = faiss.IndexIVFScalarQuantizer(

@@ -64,3 +64,101 @@ class KeptVectors:
         count = min(count, among_first)
         positions = np.linspace(0, among_first - 1, count).astype(np.int64)
         return self.gather(positions)
+
+
+class IdColumn:
+    """Append-only video ids addressed by position, held as Arrow string arrays.
+
+    A Python ``str`` costs ~50 bytes over its characters; at millions of kept videos that
+    overhead, and building the list on a rebuild, dominate. Ids are buffered as Python strings
+    until ``BUFFER`` of them have arrived, then packed into one Arrow array."""
+
+    BUFFER = 65_536
+
+    def __init__(self) -> None:
+        self._arrays: list = []  # pyarrow arrays
+        self._starts: list[int] = []
+        self._packed = 0
+        self._pending: list[str] = []
+
+    def __len__(self) -> int:
+        return self._packed + len(self._pending)
+
+    def extend(self, ids) -> None:
+        """Add ids: any sequence of str, or a pyarrow string array (kept as is, no copy)."""
+        import pyarrow as pa
+
+        if isinstance(ids, (pa.Array, pa.ChunkedArray)):
+            self._pack()
+            arrays = ids.chunks if isinstance(ids, pa.ChunkedArray) else [ids]
+            for array in arrays:
+                if len(array):
+                    self._starts.append(self._packed)
+                    self._arrays.append(array)
+                    self._packed += len(array)
+            return
+        self._pending.extend(str(i) for i in ids)
+        if len(self._pending) >= self.BUFFER:
+            self._pack()
+
+    def __getitem__(self, position: int) -> str:
+        position = int(position)
+        if position < 0 or position >= len(self):
+            raise IndexError(position)
+        if position >= self._packed:
+            return self._pending[position - self._packed]
+        from bisect import bisect_right
+
+        a = bisect_right(self._starts, position) - 1
+        return self._arrays[a][position - self._starts[a]].as_py()
+
+    def _pack(self) -> None:
+        import pyarrow as pa
+
+        if self._pending:
+            self._starts.append(self._packed)
+            self._arrays.append(pa.array(self._pending, type=pa.string()))
+            self._packed += len(self._pending)
+            self._pending = []
+
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self._arrays) + 80 * len(self._pending)
+
+
+class RankColumn:
+    """Append-only int64 values (the decision rank of each kept vector) in chunks."""
+
+    def __init__(self, chunk_rows: int = 1 << 20) -> None:
+        self.chunk_rows = chunk_rows
+        self._chunks: list[np.ndarray] = []
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def append(self, values: np.ndarray) -> None:
+        values = np.asarray(values, dtype=np.int64)
+        done = 0
+        while done < len(values):
+            offset = self._size % self.chunk_rows
+            if offset == 0:
+                self._chunks.append(np.empty(self.chunk_rows, dtype=np.int64))
+            take = min(self.chunk_rows - offset, len(values) - done)
+            self._chunks[-1][offset : offset + take] = values[done : done + take]
+            done += take
+            self._size += take
+
+    def gather(self, positions: np.ndarray) -> np.ndarray:
+        flat = np.asarray(positions, dtype=np.int64)
+        chunk_of, row_of = np.divmod(flat, self.chunk_rows)
+        out = np.empty(flat.shape, dtype=np.int64)
+        for c in np.unique(chunk_of):
+            sel = chunk_of == c
+            out[sel] = self._chunks[int(c)][row_of[sel]]
+        return out
+
+    def last(self) -> int:
+        """The last value appended (-1 when empty): ranks arrive in increasing order."""
+        if not self._size:
+            return -1
+        return int(self._chunks[-1][(self._size - 1) % self.chunk_rows])

@@ -1,0 +1,193 @@
+"""The sharded dedup pool and its decision log: agreement, per-part cost, rebuild (run through
+``bench/dedup.py --sections sharding,per_shard,rebuild``).
+
+- sharding: decisions of ``ShardedPool`` (parts held in this process, exact search in each, so
+  only the sharding differs) against the single exact greedy pool, on the stream of
+  ``bench/dedup.py`` against the same pool, for 4 and 16 parts probing 1, 2, 3; and a full
+  greedy run from an empty pool (cascades included). 1 part is the reference itself.
+- per_shard: one part (``ShardPool``) with the per-part index (IVF, nlist ~ sqrt(n), SQ8,
+  nprobe as default) at the pool size: queries per CPU-second of ``nearest()`` (search + exact
+  rescore), and by arithmetic the parts needed for a 50M pool at 2,000 decisions/s.
+- rebuild: a decision log of N kept vectors written with ``DecisionLog``, then
+  ``SemanticDedup.setup()`` in a fresh process: wall and CPU seconds, peak RSS.
+
+CPU figures are ``time.process_time`` (all threads of this process), so other work on the
+machine changes them little; wall figures are given beside them.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+from operators.dedup import DedupConfig, GreedyDedupIndex  # noqa: E402
+from operators.dedup.decision_log import DecisionLog  # noqa: E402
+from operators.dedup.shard import ShardPool  # noqa: E402
+from operators.dedup.sharded import LocalShard, ShardedPool  # noqa: E402
+
+BATCH = 256
+TRAIN_SIZE = 50_000
+
+
+class CachedPool:
+    """The bench data with its pool generated once and kept (3 GiB at 1M x 768): the sharded
+    configurations are each filled from it instead of regenerating it."""
+
+    def __init__(self, data: Any, size: int) -> None:
+        self.data, self.dim, self.size = data, data.dim, size
+        self.chunks = list(data.pool(size))
+
+    def pool(self, n: int):
+        if n != self.size:
+            raise ValueError(f"cached pool holds {self.size} vectors, not {n}")
+        yield from self.chunks
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.data, name)
+
+
+def sharded_index(config: DedupConfig, data: Any, pool: int) -> GreedyDedupIndex:
+    """A ``GreedyDedupIndex`` over ``config.shards`` local parts, filled with the bench pool."""
+    parts = [LocalShard(config, data.dim) for _ in range(config.shards)]
+    index = GreedyDedupIndex(config, data.dim, pool=ShardedPool(config, data.dim, parts))
+    for first, vectors in data.pool(pool):
+        index.pool.add([f"p{i}" for i in range(first, first + len(vectors))],
+                       np.arange(first, first + len(vectors)), vectors)
+    index.next_rank = pool
+    return index
+
+
+def _timed(fn, *args) -> tuple[Any, float, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = fn(*args)
+    return out, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def sharded_agreement(data: Any, pool: int, queries: int, measure, build_pool, own_duplicates,
+                      quick: bool = False) -> dict[str, Any]:
+    stream = data.stream(queries, pool)
+    data = CachedPool(data, pool)
+    reference = build_pool(DedupConfig(mode="exact", use_gpu=False), data, pool)
+    ref, ref_wall, ref_cpu = _timed(measure, reference, stream)
+    del reference
+    gc.collect()
+    rows = []
+    for shards in (4, 16):
+        for probe in (1, 2, 3):
+            config = DedupConfig(mode="exact", use_gpu=False, shards=shards, probe_shards=probe,
+                                 train_size=TRAIN_SIZE)
+            index = sharded_index(config, data, pool)
+            got, wall, cpu = _timed(measure, index, stream)
+            sizes = index.pool.sizes
+            rows.append({"shards": shards, "probe": probe, "queries": queries,
+                         "agreement": float(np.mean(np.array(got["kept"]) == np.array(ref["kept"]))),
+                         "kept": got["kept_fraction"], "cpu_s": cpu, "wall_s": wall,
+                         "part_min": int(sizes.min()), "part_max": int(sizes.max())})
+            print(f"sharding: {rows[-1]}", flush=True)
+            del index
+            gc.collect()
+    full = full_run(data.data, own_duplicates, 15_000 if quick else 20_000, measure)
+    return {"pool": pool, "reference": {"kept": ref["kept_fraction"], "cpu_s": ref_cpu, "wall_s": ref_wall},
+            "against_pool": rows, "full_run": full}
+
+
+def full_run(data: Any, own_duplicates, n: int, measure) -> dict[str, Any]:
+    """From an empty pool: the parts are trained on the first n/5 kept, then take over."""
+    stream = own_duplicates(data, n)
+    ref = measure(GreedyDedupIndex(DedupConfig(use_gpu=False), data.dim), stream)
+    rows = []
+    for shards in (4, 16):
+        for probe in (1, 2, 3):
+            config = DedupConfig(use_gpu=False, shards=shards, probe_shards=probe, train_size=n // 5)
+            parts = [LocalShard(config, data.dim) for _ in range(shards)]
+            index = GreedyDedupIndex(config, data.dim, pool=ShardedPool(config, data.dim, parts))
+            got = measure(index, stream)
+            rows.append({"shards": shards, "probe": probe,
+                         "agreement": float(np.mean(np.array(got["kept"]) == np.array(ref["kept"])))})
+    return {"vectors": n, "train_size": n // 5, "kept_exact": ref["kept_fraction"], "rows": rows}
+
+
+def per_shard_cost(data: Any, pool: int, queries: int, rate: float = 2000.0,
+                   target_pool: int = 50_000_000, probe: int = 2) -> dict[str, Any]:
+    config = DedupConfig(mode="approximate", approximate_kind="ivf", ivf_nlist="sqrt", use_gpu=False)
+    part = ShardPool(config, data.dim)
+    wall, cpu = time.perf_counter(), time.process_time()
+    for first, vectors in data.pool(pool):
+        part.add([f"p{i}" for i in range(first, first + len(vectors))], np.arange(first, first + len(vectors)),
+                 vectors)
+    part.search.sync()  # trains the IVF and adds the vectors
+    build = {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
+    stream = data.stream(queries, pool)
+    wall, cpu = time.perf_counter(), time.process_time()
+    for s in range(0, len(stream), BATCH):
+        part.nearest(stream[s : s + BATCH])
+    cpu_s, wall_s = time.process_time() - cpu, time.perf_counter() - wall
+    ann = part.search.ann
+    q1 = queries / cpu_s
+    result = {"pool": pool, "index": f"IVF{ann.nlist},SQ8 nprobe={ann.nprobe} rescore_k={config.rescore_k}",
+              "queries": queries, "queries_per_cpu_s": q1, "queries_per_wall_s": queries / wall_s,
+              "build": build, "plan": plan(q1, pool, rate, target_pool, probe)}
+    print(f"per part: {result}", flush=True)
+    return result
+
+
+def plan(q1: float, measured_pool: int, rate: float, target_pool: int, probe: int) -> dict[str, Any]:
+    """Parts needed so that each part's share of the searches (rate x probe / N a second) fits
+    one CPU, with the part's speed scaled from the measured one as sqrt(pool): IVF with nlist
+    ~ sqrt(n) and a fixed nprobe scans ~ sqrt(n) vectors a query and ranks sqrt(n) centroids."""
+    for n_parts in range(1, 100_000):
+        per_part = target_pool / n_parts
+        speed = q1 * (measured_pool / per_part) ** 0.5
+        if rate * probe / n_parts <= speed:
+            return {"parts": n_parts, "vectors_per_part": int(per_part), "rate": rate, "probe": probe,
+                    "part_queries_per_cpu_s": speed, "part_load": rate * probe / n_parts}
+    return {"parts": None}
+
+
+REBUILD = """
+import json, sys, time
+sys.path.insert(0, {root!r})
+from operators.dedup import DedupConfig, SemanticDedup
+
+def hwm():  # peak RSS of this process image (ru_maxrss would carry the parent's over fork+exec)
+    line = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
+    return int(line.split()[1]) / 2**20
+
+base = hwm()
+op = SemanticDedup(DedupConfig(use_gpu=False), output={out!r})
+wall, cpu = time.perf_counter(), time.process_time()
+op.setup()
+print(json.dumps({{"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu,
+                  "peak_rss_gib": hwm(),
+                  "rss_before_gib": base, "pool": len(op.index), "next_rank": op.index.next_rank}}))
+"""
+
+
+def rebuild_from_log(data: Any, kept: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="sg4v-dedup-log-") as out:
+        log = DecisionLog(out)
+        wall = time.perf_counter()
+        for first, vectors in data.pool(kept):
+            for s in range(0, len(vectors), BATCH):
+                part = vectors[s : s + BATCH]
+                start = first + s
+                log.append([f"p{i}" for i in range(start, start + len(part))], range(start, start + len(part)),
+                           [True] * len(part), [None] * len(part), [None] * len(part), part)
+        write_s = time.perf_counter() - wall
+        size = sum(p.stat().st_size for p in Path(out, "dedup_log").iterdir())
+        run = subprocess.run([sys.executable, "-c", REBUILD.format(root=str(ROOT), out=out)],
+                             capture_output=True, text=True, check=True)
+    result = {"kept": kept, "files": -(-kept // BATCH), "log_gib": size / 2**30, "write_s": write_s,
+              **json.loads(run.stdout.strip().splitlines()[-1])}
+    print(f"rebuild: {result}", flush=True)
+    return result
