@@ -26,7 +26,6 @@ import gc
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,6 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from dedup_sharded import per_shard_cost, rebuild_from_log, sharded_agreement  # noqa: E402
 
