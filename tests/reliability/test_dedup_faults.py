@@ -16,11 +16,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import ray
-from ray_jobs.samples import write_samples
-from ray_jobs.tiny_models import save_tiny_bert
 
 from ray_jobs.config import load_config
 from ray_jobs.runner import run_pipeline
+from testing.samples import write_samples
+from testing.tiny_models import save_tiny_bert
 from tests.reliability.llm_runs import files, kill_tree, start_driver, wait_until, write_config
 from tests.reliability.test_worker_faults import ActorKiller, psutil
 
