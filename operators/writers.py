@@ -31,6 +31,10 @@ USAGE_TYPE = pa.struct([
 ])
 CAPTION_TYPE = pa.struct([
     ("idx", pa.int64()), ("timestamp", pa.float64()), ("kind", pa.string()), ("text", pa.string()),
+    ("finish_reason", pa.string()),
+])
+SKIPPED_KEYFRAME_TYPE = pa.struct([
+    ("idx", pa.int64()), ("timestamp", pa.float64()), ("reason", pa.string()),
 ])
 
 #: Columns of ``dataset/*.parquet``, in order. Columns a run has no stage for are left out.
@@ -47,6 +51,7 @@ DATASET_SCHEMA = pa.schema([
     ("keyframe_indices", pa.list_(pa.int64())), ("keyframe_timestamps", pa.list_(pa.float64())),
     ("keyframe_paths", pa.list_(pa.string())),
     ("captions", pa.list_(CAPTION_TYPE)), ("summary", pa.string()), ("usage", USAGE_TYPE),
+    ("skipped_keyframes", pa.list_(SKIPPED_KEYFRAME_TYPE)),
 ])
 
 REJECTED_SCHEMA = pa.schema([
