@@ -276,12 +276,23 @@ class RateLimiter:
         """Wait until one more request of ``est_tokens`` fits both budgets (callers go in order),
         and, while the endpoint circuit is open, until this caller is the probe (raises
         ``EndpointOutageError`` after ``llm.outage_timeout_s``)."""
-        probe = await self.circuit.wait()  # outside the lock: waiters must not block the probe
         if self._lock is None:  # created lazily: bound to the loop that first uses it
             self._lock = asyncio.Lock()
             self._wake = asyncio.Event()
+        while True:
+            probe = await self.circuit.wait()  # outside the lock: waiters must not block the probe
+            permit = await self._admit(est_tokens, probe)
+            if permit is not None:
+                return permit
+
+    async def _admit(self, est_tokens: int, probe: bool) -> Permit | None:
+        """The permit once the budgets allow it; None when the circuit opened meanwhile (a
+        caller queued for the rate limit must not go out into the outage)."""
+        assert self._lock is not None
         async with self._lock:
             while True:
+                if self.circuit.is_open and not probe:
+                    return None
                 now = self._clock.now()
                 cost = est_tokens * self._ratio.value  # its expected size (module docstring)
                 wait = max(
