@@ -3,7 +3,7 @@
 Serves ``POST /v1/chat/completions`` on 127.0.0.1: validates each request (schema, decodable
 images, allowed image counts; see :mod:`.fake_chat`), answers deterministically with usage,
 enforces requests/min and tokens/min over a sliding window with real 429s, ``Retry-After`` and
-``x-ratelimit-*`` headers on every response, injects faults at configured rates (500, 503,
+``x-ratelimit-*`` headers on every response, injects faults at configured rates (500, 503, queue_full,
 timeout, disconnect, malformed body, refusal, 429) and scripted outages (``outage``: every request
 fails for a while), and counts everything it served (``stats``
 attribute, ``GET /stats``). Fault and latency draws hash the seed, the request body and how many
@@ -115,7 +115,7 @@ class FakeOpenAIServer:
     @property
     def requests(self) -> list[dict[str, Any]]:
         """The recorded requests (``record=True``): ``t`` (monotonic arrival time), ``outcome``
-        ("ok", "429" or the injected fault), ``prompt_tokens``, ``completion_tokens``,
+        ("ok", "429" or the injected fault), ``model``, ``prompt_tokens``, ``completion_tokens``,
         ``max_tokens``, ``texts`` (every text part, in order), ``images`` (``SeenImage``: size,
         short hash, detail, in order) and ``answer`` (the text answered when ``outcome`` is ok)."""
         with self._lock:
@@ -129,6 +129,7 @@ class FakeOpenAIServer:
             "outcome": outcome,
             "prompt_tokens": result.prompt_tokens,
             "completion_tokens": result.completion_tokens,
+            "model": parsed.model,
             "max_tokens": parsed.max_tokens,
             "texts": list(parsed.texts),
             "images": list(parsed.images),
@@ -307,6 +308,10 @@ class FakeOpenAIServer:
             extra = {**headers, "retry-after": "1", "retry-after-ms": "500"}
             return error(
                 429, "Rate limit reached (injected).", "requests", "rate_limit_exceeded", headers=extra
+            )
+        if fault == "queue_full":  # a server up but at its queue limit (vLLM --max-num-queued-reqs)
+            return error(
+                503, "The request queue is full; try again later.", "server_error", headers=headers
             )
         if fault in ("500", "503"):
             return error(

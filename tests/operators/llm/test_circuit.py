@@ -135,3 +135,21 @@ def test_short_outage_in_real_time(tmp_path):
     assert snap["circuit_opened"] >= 1
     # 3 s at 0.2, 0.4, 0.8, 0.8... s between probes: a handful, not a request per retry.
     assert outcomes["503"] <= 6 + snap["circuit_probes"] and snap["circuit_probes"] <= 8
+
+
+def test_queue_full_503_pauses_every_caller_like_a_429_and_is_no_outage(tmp_path, caplog):
+    server = FakeOpenAIServer(FakeServerConfig(), record=True)
+    url, stop = server.start_in_thread()
+    try:
+        config = llm_config(url, cache=False, max_attempts=3)
+        limiter = limiter_from_config(config)
+        server.queue_faults(["queue_full"] * 4)
+        batch = make_batch(tmp_path, {f"q{i}": [0.0, 1.0] for i in range(4)})
+        out = caption(config, tmp_path, batch, limiter=limiter)
+    finally:
+        stop()
+    assert "reject_reason" not in out or not any(out["reject_reason"])
+    assert [r["outcome"] for r in server.requests].count("queue_full") == 4
+    busy = [r for r in caplog.records if "server_busy" in r.getMessage()]
+    assert len(busy) == 4  # classified as a busy server (a pause for every caller), not an outage
+    assert limiter.snapshot()["circuit_opened"] == 0
