@@ -81,7 +81,12 @@ def estimate_cost(config, sample: int | None) -> int:
 
     from operators.keyframes.reread import fit_longest
     from ray_jobs.dry_run import run_until
-    from ray_jobs.estimate import estimate_from_keyframe_counts, render_estimate
+    from ray_jobs.estimate import (
+        compare_methods,
+        estimate_from_keyframe_counts,
+        render_comparison,
+        render_estimate,
+    )
 
     with tempfile.TemporaryDirectory(prefix="sg4v-estimate-") as scratch:
         dry = config.model_copy(update={"output": scratch})
@@ -98,11 +103,13 @@ def estimate_cost(config, sample: int | None) -> int:
     total = round(listed * len(rows) / tried)
     sizes = [fit_longest(int(r["width"]), int(r["height"]), config.keyframes.image_longest_side)
              for r in rows]
-    estimate = estimate_from_keyframe_counts([len(r["keyframe_timestamps"]) for r in rows], sizes,
-                                             config.llm, total_videos=total)
+    counts = [len(r["keyframe_timestamps"]) for r in rows]
+    estimate = estimate_from_keyframe_counts(counts, sizes, config.llm, total_videos=total)
     print(f"{listed} inputs listed; dry run on {tried}: {len(rows)} reach captioning, {rejected} "
           f"rejected before it (probe, duration, dedup); scaled to about {total} videos.")
     print(render_estimate(estimate))
+    diffsw, fast = compare_methods(counts, sizes, config.llm, total_videos=total)
+    print(render_comparison(diffsw, fast))
     return 0
 
 
