@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from operators.llm.config import LLMConfig
-from operators.llm.limiter import Permit, RateLimiter
+from operators.llm.limiter import Permit, RateLimiter, limiter_from_config
 
 
 class PerActorLimiter:
@@ -31,10 +31,7 @@ class PerActorLimiter:
     @property
     def limiter(self) -> RateLimiter:
         if self._limiter is None:
-            c = self.config
-            self._limiter = RateLimiter(max(1, c.requests_per_minute // self.share),
-                                        max(1, c.tokens_per_minute // self.share),
-                                        c.rate_window_s, headroom=c.rate_headroom)
+            self._limiter = limiter_from_config(self.config, self.share)
         return self._limiter
 
     async def acquire(self, est_tokens: int) -> Permit:
@@ -48,6 +45,9 @@ class PerActorLimiter:
 
     async def pause_for(self, seconds: float) -> None:
         await self.limiter.pause_for(seconds)
+
+    async def record_outcome(self, permit: Permit, failed: bool, caller: str) -> bool:
+        return await self.limiter.record_outcome(permit, failed, caller)
 
     async def snapshot(self) -> dict[str, float]:
         return self.limiter.snapshot()

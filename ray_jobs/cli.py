@@ -107,7 +107,12 @@ def estimate_cost(config, sample: int | None) -> int:
     Keyframe JPEGs of the dry run go to a temporary folder; the output is not touched."""
     import tempfile
 
-    from operators.captions.estimate import estimate_from_keyframe_counts, render_estimate
+    from operators.captions.estimate import (
+        compare_methods,
+        estimate_from_keyframe_counts,
+        render_comparison,
+        render_estimate,
+    )
     from operators.keyframes.reread import fit_longest
     from ray_jobs.dry_run import run_until
 
@@ -126,11 +131,13 @@ def estimate_cost(config, sample: int | None) -> int:
     total = round(listed * len(rows) / tried)
     sizes = [fit_longest(int(r["width"]), int(r["height"]), config.keyframes.image_longest_side)
              for r in rows]
-    estimate = estimate_from_keyframe_counts([len(r["keyframe_timestamps"]) for r in rows], sizes,
-                                             config.llm, total_videos=total)
+    counts = [len(r["keyframe_timestamps"]) for r in rows]
+    estimate = estimate_from_keyframe_counts(counts, sizes, config.llm, total_videos=total)
     print(f"{listed} inputs listed; dry run on {tried}: {len(rows)} reach captioning, {rejected} "
           f"rejected before it (probe, duration, dedup); scaled to about {total} videos.")
     print(render_estimate(estimate))
+    diffsw, fast = compare_methods(counts, sizes, config.llm, total_videos=total)
+    print(render_comparison(diffsw, fast))
     return 0
 
 

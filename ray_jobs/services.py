@@ -22,8 +22,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from operators.llm.circuit import EndpointOutageError
 from operators.llm.config import LLMConfig
-from operators.llm.limiter import Permit, RateLimiter
+from operators.llm.limiter import Permit, RateLimiter, limiter_from_config
 from ray_jobs.config import ConfigError, PipelineConfig
 from testing.fake_server_config import FakeServerConfig
 
@@ -33,12 +34,8 @@ NAMESPACE = "sg4v"
 
 
 def _limiter_from(config: LLMConfig) -> RateLimiter:
-    return RateLimiter(
-        max(1, config.requests_per_minute),
-        max(1, config.tokens_per_minute),
-        config.rate_window_s,
-        headroom=config.rate_headroom,
-    )
+    # The limiter holds the outage circuit: in the named actor, one circuit for the cluster.
+    return limiter_from_config(config)
 
 
 class LimiterActor:
@@ -58,6 +55,9 @@ class LimiterActor:
 
     async def pause_for(self, seconds: float) -> None:
         await self.limiter.pause_for(seconds)
+
+    async def record_outcome(self, permit: Permit, failed: bool, caller: str) -> bool:
+        return await self.limiter.record_outcome(permit, failed, caller)
 
     async def snapshot(self) -> dict[str, float]:
         return self.limiter.snapshot()
@@ -87,7 +87,16 @@ class LimiterProxy:
         self.actor = actor
 
     async def acquire(self, est_tokens: int) -> Permit:
-        return await self.actor.acquire.remote(est_tokens)
+        import ray
+
+        try:
+            return await self.actor.acquire.remote(est_tokens)
+        except ray.exceptions.RayTaskError as exc:
+            # The circuit gave up (llm.outage_timeout_s): the caller's error, not Ray's wrapper.
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, EndpointOutageError):
+                raise EndpointOutageError(cause.detail) from None
+            raise
 
     async def reconcile(self, permit: Permit, actual_tokens: int) -> None:
         await self.actor.reconcile.remote(permit, actual_tokens)
@@ -100,6 +109,10 @@ class LimiterProxy:
 
     async def pause_for(self, seconds: float) -> None:
         await self.actor.pause_for.remote(seconds)
+
+    async def record_outcome(self, permit: Permit, failed: bool, caller: str) -> bool:
+        # The actor's circuit sees the calls of every captioning actor (cluster-wide outage).
+        return await self.actor.record_outcome.remote(permit, failed, caller)
 
     async def snapshot(self) -> dict[str, float]:
         return await self.actor.snapshot.remote()

@@ -3,7 +3,7 @@
 Serves ``POST /v1/chat/completions`` on 127.0.0.1: validates each request (schema, decodable
 images, allowed image counts; see :mod:`.fake_chat`), answers deterministically with usage,
 enforces requests/min and tokens/min over a sliding window with real 429s, ``Retry-After`` and
-``x-ratelimit-*`` headers on every response, injects faults at configured rates (500, 503,
+``x-ratelimit-*`` headers on every response, injects faults at configured rates (500, 503, queue_full,
 timeout, disconnect, malformed body, refusal, 429) and scripted outages (``outage``: every request
 fails for a while), and counts everything it served (``stats``
 attribute, ``GET /stats``). Fault and latency draws hash the seed, the request body and how many
@@ -74,8 +74,11 @@ class FakeOpenAIServer:
         config: FakeServerConfig | None = None,
         required_api_key: str | None = None,
         record: bool = False,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.config = config or FakeServerConfig()
+        # The time of the limits and the outages: a test's virtual clock can stand in.
+        self._now = clock or time.monotonic
         self.required_api_key = required_api_key
         self.url: str | None = None
         #: With ``record``: one dict per valid request, in arrival order (see ``_record``).
@@ -84,7 +87,7 @@ class FakeOpenAIServer:
         self._window = _Window(self.config.window_s)
         self._seen: collections.Counter[str] = collections.Counter()
         self._scripted: collections.deque[str] = collections.deque()
-        self._outage: tuple[float, str] = (0.0, "503")  # (monotonic end, fault)
+        self._outage: tuple[float, float, str] = (0.0, 0.0, "503")  # (start, end, fault)
         self._lock = threading.Lock()
         self._stats: dict[str, Any] = {
             "requests": 0,
@@ -112,7 +115,7 @@ class FakeOpenAIServer:
     @property
     def requests(self) -> list[dict[str, Any]]:
         """The recorded requests (``record=True``): ``t`` (monotonic arrival time), ``outcome``
-        ("ok", "429" or the injected fault), ``prompt_tokens``, ``completion_tokens``,
+        ("ok", "429" or the injected fault), ``model``, ``prompt_tokens``, ``completion_tokens``,
         ``max_tokens``, ``texts`` (every text part, in order), ``images`` (``SeenImage``: size,
         short hash, detail, in order) and ``answer`` (the text answered when ``outcome`` is ok)."""
         with self._lock:
@@ -126,6 +129,7 @@ class FakeOpenAIServer:
             "outcome": outcome,
             "prompt_tokens": result.prompt_tokens,
             "completion_tokens": result.completion_tokens,
+            "model": parsed.model,
             "max_tokens": parsed.max_tokens,
             "texts": list(parsed.texts),
             "images": list(parsed.images),
@@ -143,16 +147,17 @@ class FakeOpenAIServer:
         with self._lock:
             self._scripted.extend(kinds)
 
-    def outage(self, seconds: float, kind: str = "503") -> None:
-        """Fail every request with fault ``kind`` for the next ``seconds`` (a total outage of
-        the endpoint; ``disconnect`` drops every connection instead of answering)."""
+    def outage(self, seconds: float, kind: str = "503", start_in: float = 0.0) -> None:
+        """Fail every request with fault ``kind`` for ``seconds``, from ``start_in`` seconds from
+        now (a total outage of the endpoint; ``disconnect`` drops every connection instead)."""
+        start = self._now() + start_in
         with self._lock:
-            self._outage = (time.monotonic() + seconds, kind)
+            self._outage = (start, start + seconds, kind)
 
     def outage_left(self) -> float:
         """Seconds until the current outage ends (0 when there is none)."""
         with self._lock:
-            return max(0.0, self._outage[0] - time.monotonic())
+            return max(0.0, self._outage[1] - max(self._now(), self._outage[0]))
 
     # --- limits and faults ----------------------------------------------------------------
     def _limit_headers(self, now: float) -> dict[str, str]:
@@ -184,8 +189,8 @@ class FakeOpenAIServer:
             n = self._seen[digest]
             self._seen[digest] += 1
             scripted = self._scripted.popleft() if self._scripted else None
-            if time.monotonic() < self._outage[0]:
-                scripted = self._outage[1]
+            if self._outage[0] <= self._now() < self._outage[1]:
+                scripted = self._outage[2]
         h = hashlib.sha256(f"{self.config.seed}:{digest}:{n}".encode()).digest()
         u_fault = int.from_bytes(h[:8], "big") / 2**64
         u_latency = int.from_bytes(h[8:16], "big") / 2**64
@@ -235,7 +240,7 @@ class FakeOpenAIServer:
             return error(400, "We could not parse the JSON body of your request.", "invalid_request_error")
         result = answer(parsed)
         tokens = result.prompt_tokens + result.completion_tokens
-        now = time.monotonic()
+        now = self._now()
         self._window.prune(now)
         over = self._over_limit(tokens, now)
         if over is not None:
@@ -303,6 +308,10 @@ class FakeOpenAIServer:
             extra = {**headers, "retry-after": "1", "retry-after-ms": "500"}
             return error(
                 429, "Rate limit reached (injected).", "requests", "rate_limit_exceeded", headers=extra
+            )
+        if fault == "queue_full":  # a server up but at its queue limit (vLLM --max-num-queued-reqs)
+            return error(
+                503, "The request queue is full; try again later.", "server_error", headers=headers
             )
         if fault in ("500", "503"):
             return error(

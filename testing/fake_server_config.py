@@ -12,7 +12,7 @@ from pydantic import Field, model_validator
 from operators.config import StrictModel
 from operators.llm.config import ModelPrice
 
-FaultKind = Literal["429", "500", "503", "timeout", "disconnect", "malformed", "refusal"]
+FaultKind = Literal["429", "500", "503", "queue_full", "timeout", "disconnect", "malformed", "refusal"]
 
 
 class FakeServerConfig(StrictModel):
@@ -38,6 +38,7 @@ class FakeServerConfig(StrictModel):
     fault_rates: dict[FaultKind, float] = Field(
         default_factory=dict,
         description="Probability of each injected fault per request: 429 (Retry-After 0.5 s), 500, 503, "
+        "queue_full (503 of a server whose queue is full, as vLLM's --max-num-queued-reqs), "
         "timeout (hang), "
         "disconnect (drop the connection), malformed (invalid JSON body), refusal.",
     )

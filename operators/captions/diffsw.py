@@ -14,6 +14,15 @@ loop). So while the slowest videos of one batch finish, the next batch's videos 
 slots they free, and the actor keeps ``concurrency_per_actor`` videos in flight: with one batch
 at a time it waited for its slowest video before starting any of the next batch.
 
+Every keyframe caption records the call's ``finish_reason``; an answer cut at max_tokens is
+asked again once with ``llm.max_tokens_retry``, then the video is rejected with
+``truncated_caption``. With ``llm.on_frame_error: skip_frame`` a keyframe refused or answered
+unusably is dropped (listed in ``skipped_keyframes``) and the next keyframe is compared with
+the last captioned one, its index, timestamp and caption. ``llm.prompts: sharecaptioner`` sends
+the released ShareCaptioner-Video strings and layout (``operators.captions.chain_layouts``);
+``llm.method: fast`` makes one call per video instead (``operators.captions.fast_caption``).
+The summary uses ``llm.summary_model`` when set.
+
 Every call goes through ``LLMClient`` (cache, rate limiter, retries, budget). A video whose
 call fails for good is rejected at stage ``caption`` with the client's reason; its finished
 calls stay cached, so a rerun pays only for what failed. A video the budget does not let start
@@ -31,26 +40,21 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from operators.base import Batch, Operator, Resources, RowRejected, as_list, object_column, reject
-from operators.captions.diffsw_prompts import (
-    PromptSet,
-    detailed_prompt,
-    differential_prompt,
-    parse_caption,
-    summary_prompt,
-)
+from operators.captions.chain_layouts import layout_for
+from operators.captions.diffsw_prompts import PromptSet, parse_caption
+from operators.captions.fast_caption import fast_message, pick_keyframes
 from operators.dataset.schema import LLM_CACHE_DIR
 from operators.io import join, open_binary
 from operators.llm.budget import Usage
 from operators.llm.config import LLMConfig
-from operators.llm.errors import (
-    BudgetExceededError,
-    LLMCallError,
-    PermanentCallError,
-    RetriesExhaustedError,
-)
-from operators.llm.messages import image_part, resize_for_api, text_part, user_message
+from operators.llm.errors import BudgetExceededError, LLMCallError, PermanentCallError, RetriesExhaustedError
+from operators.llm.messages import resize_for_api
 
 logger = logging.getLogger(__name__)
+
+#: Per-keyframe failures ``llm.on_frame_error: skip_frame`` drops the keyframe for.
+SKIPPABLE = frozenset({"refusal", "unusable_answer", "content_policy", "bad_image"})
+
 
 @dataclass
 class VideoCaptions:
@@ -59,8 +63,13 @@ class VideoCaptions:
     captions: list[dict[str, Any]] | None = None
     summary: str | None = None
     usage: Usage = field(default_factory=Usage)
+    skipped: list[dict[str, Any]] | None = None  # keyframes dropped by on_frame_error: skip_frame
     reason: str | None = None
     detail: str = ""
+
+
+def _caption(k: int, t: float, kind: str, result: Any) -> dict[str, Any]:
+    return {"idx": k, "timestamp": t, "kind": kind, "text": result.text, "finish_reason": result.finish_reason}
 
 
 def _keyframe_uri(output: str, path: str) -> str:
@@ -85,7 +94,7 @@ class DiffCaptioner(Operator):
     #: The run's cluster-wide limiter and budget (``ray_jobs.services``), bound by the runner.
     run_handles: ClassVar[tuple[str, ...]] = ("limiter", "budget")
     input_columns: ClassVar[tuple[str, ...]] = ("video_id", "keyframe_paths", "keyframe_timestamps")
-    output_columns: ClassVar[tuple[str, ...]] = ("captions", "summary", "usage")
+    output_columns: ClassVar[tuple[str, ...]] = ("captions", "summary", "usage", "skipped_keyframes")
     stateful: ClassVar[bool] = True
     # Batches one actor may run at once (ray_jobs.adapter): the second one fills the slots
     # that the first one's finished videos free (see the module docstring).
@@ -106,6 +115,7 @@ class DiffCaptioner(Operator):
         self.budget = budget
         # Read and checked here, on the driver: a bad template fails before Ray starts.
         self.prompts = PromptSet.load(config.prompts)
+        self._layout = layout_for(config, self.prompts)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._client: Any = None
@@ -153,6 +163,7 @@ class DiffCaptioner(Operator):
             columns["captions"].append(result.captions)
             columns["summary"].append(result.summary)
             columns["usage"].append(result.usage.as_dict())
+            columns["skipped_keyframes"].append(result.skipped)
             if result.reason is not None:
                 reject(batch, i, self.name, result.reason, result.detail)
         for column, values in columns.items():
@@ -182,18 +193,17 @@ class DiffCaptioner(Operator):
                     spent = await _maybe_await(self._client.budget.spent())
                     limit = self.config.budget_usd
                     return VideoCaptions(
-                        reason=BudgetExceededError.REJECT_REASON,
-                        detail=f"llm.budget_usd={limit} reached (${spent:.4f} spent)"
+                        reason=BudgetExceededError.REJECT_REASON, detail=f"llm.budget_usd={limit} reached (${spent:.4f} spent)"
                     )
                 paths = as_list(batch["keyframe_paths"][i])
                 times = [float(t) for t in as_list(batch["keyframe_timestamps"][i])]
-                out.captions, out.summary = await self._caption_video(paths, times, out.usage)
+                await self._caption_video(video_id, paths, times, out)
             except PermanentCallError as exc:
                 if exc.fatal:
                     raise
                 self._fail(out, video_id, exc.reason, exc.detail)
             except RetriesExhaustedError as exc:
-                # A reason a rerun may overturn (operators.llm.errors.RETRYABLE_REASONS).
+                # The reason a rerun may overturn (operators.dataset.resume.RETRYABLE_REASONS).
                 self._fail(out, video_id, exc.REJECT_REASON, f"{exc.reason}: {exc.detail}")
             except LLMCallError as exc:
                 self._fail(out, video_id, exc.reason, exc.detail)
@@ -204,44 +214,80 @@ class DiffCaptioner(Operator):
     def _fail(self, out: VideoCaptions, video_id: str, reason: str, detail: str) -> None:
         u = out.usage
         spent = f" (paid {u.calls} call(s), ${u.cost_usd:.4f}; {u.cached_calls} from the cache)"
-        out.captions = out.summary = None
+        out.captions = out.summary = out.skipped = None
         out.reason, out.detail = reason, detail[:1800] + spent
         logger.warning("video %s not captioned: %s: %s", video_id, reason, detail[:200])
 
     async def _caption_video(
-        self, paths: list[str], times: list[float], usage: Usage
-    ) -> tuple[list[dict[str, Any]], str]:
+        self, video_id: str, paths: list[str], times: list[float], out: VideoCaptions
+    ) -> None:
         if not paths:
             raise RowRejected("no_keyframes", "the video has no keyframes")
         if len(times) != len(paths):
             raise RowRejected("bad_keyframes", f"{len(paths)} keyframe paths, {len(times)} timestamps")
-        c, p = self.config, self.prompts
-        captions: list[dict[str, Any]] = []
+        c = self.config
+        if c.method == "fast":
+            await self._caption_fast(video_id, paths, times, out)
+            return
+        layout, captions, usage = self._layout, [], out.usage
+        out.skipped = []
         previous: bytes | None = None
         for k, (path, t) in enumerate(zip(paths, times, strict=True)):
             image = await self._read_image(path)
-            if previous is None:
-                prompt = detailed_prompt(p.detailed, k, t)
-                message = user_message(text_part(prompt), image_part(image, c.detail))
+            if previous is None:  # keyframe 0, or the first one kept after skipped ones
+                message = layout.first(image, k, t)
             else:
                 prev = captions[-1]
-                prompt = differential_prompt(p.differential, prev["text"], k - 1, prev["timestamp"], k, t)
-                message = user_message(
-                    text_part(prompt), image_part(previous, c.detail), image_part(image, c.detail)
-                )
-            result = await self._client.complete(
-                [message], max_tokens=c.caption_max_tokens, usage=usage, parse=parse_caption
-            )
+                message = layout.step(previous, image, prev["text"], prev["idx"], prev["timestamp"], k, t)
+            try:
+                result = await self._caption_call(message, video_id, usage)
+            except PermanentCallError as exc:
+                if c.on_frame_error != "skip_frame" or exc.reason not in SKIPPABLE or exc.fatal:
+                    raise
+                # The chain goes on from the last good caption and its frame (module docstring).
+                logger.info("video %s: keyframe %d skipped (%s)", video_id, k, exc.reason)
+                out.skipped.append({"idx": k, "timestamp": t, "reason": exc.reason})
+                continue
             kind = "detailed" if previous is None else "differential"
-            captions.append({"idx": k, "timestamp": t, "kind": kind, "text": result.text})
+            captions.append(_caption(k, t, kind, result))
             previous = image
+        if not captions:
+            raise RowRejected("no_usable_keyframe", f"all {len(paths)} keyframes were skipped")
+        out.captions = captions
         if len(captions) == 1 and not c.summarize_single_keyframe:
-            return captions, captions[0]["text"]
-        message = {"role": "user", "content": summary_prompt(p.summary, captions)}
+            out.summary = captions[0]["text"]
+            return
         result = await self._client.complete(
-            [message], max_tokens=c.summary_max_tokens, usage=usage, parse=parse_caption
+            [layout.summary(captions)],
+            max_tokens=c.summary_max_tokens,
+            usage=usage,
+            parse=parse_caption,
+            model=c.text_model,
+            caller=video_id,
+            max_tokens_retry=c.max_tokens_retry,
         )
-        return captions, result.text
+        out.summary = result.text
+
+    async def _caption_call(self, message: dict[str, Any], video_id: str, usage: Usage) -> Any:
+        c = self.config
+        return await self._client.complete(
+            [message],
+            max_tokens=c.caption_max_tokens,
+            usage=usage,
+            parse=parse_caption,
+            caller=video_id,
+            max_tokens_retry=c.max_tokens_retry,
+        )
+
+    async def _caption_fast(
+        self, video_id: str, paths: list[str], times: list[float], out: VideoCaptions
+    ) -> None:
+        chosen = pick_keyframes(len(paths), self.config.fast_max_keyframes)
+        frames = [await self._read_image(paths[k]) for k in chosen]
+        message = fast_message(frames, [times[k] for k in chosen], self.config)
+        result = await self._caption_call(message, video_id, out.usage)
+        out.captions = [_caption(0, times[0], "fast", result)]
+        out.summary = result.text
 
     async def _read_image(self, path: str) -> bytes:
         uri = _keyframe_uri(self.output, path)
@@ -257,6 +303,8 @@ class DiffCaptioner(Operator):
             raise RowRejected("missing_keyframe", f"{uri} does not exist") from None
         except OSError as exc:  # unreadable or not an image (PIL raises OSError subclasses)
             raise RowRejected("bad_keyframe", f"{uri}: {type(exc).__name__}: {exc}") from None
+
+
 
 
 async def _maybe_await(value: Any) -> Any:

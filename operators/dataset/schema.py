@@ -65,6 +65,10 @@ CAPTION_IDX = "idx"
 CAPTION_TIMESTAMP = "timestamp"
 CAPTION_KIND = "kind"
 CAPTION_TEXT = "text"
+#: Why the model stopped on that caption (``stop``, ``length``...), as the API reported it.
+CAPTION_FINISH_REASON = "finish_reason"
+#: Keyframes left out of the caption chain (``llm.on_frame_error: skip_frame``).
+SKIPPED_KEYFRAMES = "skipped_keyframes"
 STAGE = "stage"
 REASON = "reason"
 DETAIL = "detail"
@@ -75,7 +79,10 @@ USAGE_TYPE = pa.struct([
 ])
 CAPTION_TYPE = pa.struct([
     (CAPTION_IDX, pa.int64()), (CAPTION_TIMESTAMP, pa.float64()), (CAPTION_KIND, pa.string()),
-    (CAPTION_TEXT, pa.string()),
+    (CAPTION_TEXT, pa.string()), (CAPTION_FINISH_REASON, pa.string()),
+])
+SKIPPED_KEYFRAME_TYPE = pa.struct([
+    (CAPTION_IDX, pa.int64()), (CAPTION_TIMESTAMP, pa.float64()), (REASON, pa.string()),
 ])
 
 #: Columns of ``dataset/*.parquet``, in order. Columns a run has no stage for are left out.
@@ -93,6 +100,7 @@ DATASET_SCHEMA = pa.schema([
     (KEYFRAME_PATHS, pa.list_(pa.string())),
     (CAPTIONS, pa.list_(CAPTION_TYPE)), (SUMMARY, pa.string()), (USAGE, USAGE_TYPE),
     (CLIP_PATH, pa.string()), (CLIP_FILE_START, pa.float64()),
+    (SKIPPED_KEYFRAMES, pa.list_(SKIPPED_KEYFRAME_TYPE)),
 ])
 
 #: Columns of ``rejected/*.parquet``.

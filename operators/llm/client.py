@@ -3,8 +3,13 @@
 One call: cache lookup -> limiter.acquire(estimate) -> HTTP call -> reconcile the usage, adopt
 the rate-limit headers, charge the budget, store the answer. Retryable failures (429, 408, 409,
 5xx, timeouts, dropped connections, malformed bodies) back off with full jitter up to
-``max_attempts``; a 429 pauses every caller of the limiter for Retry-After. Errors retrying
-cannot fix raise ``PermanentCallError`` at once. The limiter, the budget and the transport are
+``max_attempts``; a 429, or a 503 of a server whose queue is full (vLLM's
+``--max-num-queued-reqs``), pauses every caller of the limiter for Retry-After. Endpoint failures
+(5xx, timeouts, dropped connections) are reported to the limiter's circuit
+(:mod:`.circuit`): once it opens for an outage, failures no longer count against the call's
+retries and every caller waits for the probe. An answer cut at ``max_tokens`` is asked again
+once with ``max_tokens_retry``, then raises ``TruncatedAnswerError``. Errors retrying cannot
+fix raise ``PermanentCallError`` at once. The limiter, the budget and the transport are
 injected: a Ray actor proxy (any object with the same async methods) can stand in for the local
 limiter and budget, and a fake transport (:mod:`operators.llm.transport`) for the endpoint.
 """
@@ -30,9 +35,10 @@ from operators.llm.errors import (
     PermanentCallError,
     RefusalError,
     RetriesExhaustedError,
+    TruncatedAnswerError,
     scrub,
 )
-from operators.llm.limiter import Permit, RateLimiter, retry_after_seconds
+from operators.llm.limiter import Permit, limiter_from_config, retry_after_seconds
 from operators.llm.tokens import estimate_prompt_tokens, estimate_text_tokens_fallback, text_counter
 from operators.llm.transport import (
     ChatTransport,
@@ -46,6 +52,8 @@ from operators.llm.transport import (
 logger = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = {408, 409} | set(range(500, 600))
+# A 503 that says the server is busy, not down (vLLM's queue limit, overloaded gateways).
+_BUSY = re.compile(r"queue|overload|capacity|busy|too many", re.IGNORECASE)
 _REFUSAL = re.compile(
     r"^\s*(I['’]m sorry|I am sorry|I apologi[sz]e|Sorry,? (but )?I|I can(['’]|no)t (help|assist|comply)"
     r"|I['’]m (unable|not able) to (help|assist|comply))",
@@ -58,6 +66,7 @@ class Limiter(Protocol):
     async def reconcile(self, permit: Permit, actual_tokens: int) -> None: ...
     async def observe_headers(self, headers: Mapping[str, str]) -> None: ...
     async def pause_for(self, seconds: float) -> None: ...
+    async def record_outcome(self, permit: Permit, failed: bool, caller: str) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -96,9 +105,12 @@ def _parsed(text: str, parse: Callable[[str], str] | None) -> str | None:
 
 
 class _Retryable(Exception):
-    def __init__(self, reason: str, detail: str, pause_s: float | None = None) -> None:
+    def __init__(
+        self, reason: str, detail: str, pause_s: float | None = None, endpoint: bool = False
+    ) -> None:
         super().__init__(reason)
         self.reason, self.detail, self.pause_s = reason, detail, pause_s
+        self.endpoint = endpoint  # an endpoint failure (5xx, timeout, connection): the circuit's
 
 
 class LLMClient:
@@ -116,12 +128,7 @@ class LLMClient:
     ) -> None:
         self.config = config
         self.base_url = base_url or config.base_url
-        self.limiter = limiter or RateLimiter(
-            config.requests_per_minute,
-            config.tokens_per_minute,
-            config.rate_window_s,
-            headroom=config.rate_headroom,
-        )
+        self.limiter = limiter or limiter_from_config(config)
         self.budget = budget if budget is not None else Budget(config.budget_usd)
         self.cache = cache
         self._rng = rng or random.Random()
@@ -167,6 +174,9 @@ class LLMClient:
         max_tokens: int,
         usage: Usage | None = None,
         parse: Callable[[str], str] | None = None,
+        model: str | None = None,
+        caller: str | None = None,
+        max_tokens_retry: int | None = None,
         **parameters: Any,
     ) -> CallResult:
         """One answer for ``messages``; raises ``LLMCallError`` subclasses, never returns a refusal.
@@ -175,13 +185,42 @@ class LLMClient:
         unusable one; that counts as a refusal (asked again up to ``refusal_retries`` times, then
         ``RefusalError("unusable_answer")``), so an unusable answer is never cached. The cache
         keeps raw answers and parses them again on a hit: a stricter parser never trusts an
-        answer an older one let through.
+        answer an older one let through. ``model`` overrides ``llm.model`` (the text-only
+        calls' ``llm.summary_model``); ``caller`` names the video, for the outage circuit. With
+        ``max_tokens_retry``, an answer cut at ``max_tokens`` is asked again once with that
+        limit and raises ``TruncatedAnswerError`` when it is cut again.
         """
+        result = await self._complete_once(messages, max_tokens, usage, parse, model, caller, parameters)
+        if result.finish_reason != "length" or max_tokens_retry is None:
+            return result
+        logger.warning("answer cut at max_tokens=%d; asking again with %d", max_tokens, max_tokens_retry)
+        if max_tokens_retry > max_tokens:
+            result = await self._complete_once(
+                messages, max_tokens_retry, usage, parse, model, caller, parameters
+            )
+        if result.finish_reason == "length":
+            raise TruncatedAnswerError(
+                f"the answer was cut at max_tokens={max(max_tokens, max_tokens_retry)} "
+                "(llm.max_tokens_retry)"
+            )
+        return result
+
+    async def _complete_once(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        max_tokens: int,
+        usage: Usage | None,
+        parse: Callable[[str], str] | None,
+        model: str | None,
+        caller: str | None,
+        parameters: Mapping[str, Any],
+    ) -> CallResult:
         if self._transport is None:
             raise RuntimeError("LLMClient.setup() was not called")
         usage = usage if usage is not None else Usage()
+        model = model or self.config.model
         params = {"max_tokens": max_tokens, "temperature": self.config.temperature, **parameters}
-        key = request_key(self.config.model, params, messages) if self.cache else None
+        key = request_key(model, params, messages) if self.cache else None
         if key is not None:
             entry = await asyncio.to_thread(self.cache.get, key)
             text = _parsed(entry["text"], parse) if entry is not None else None
@@ -200,10 +239,11 @@ class LLMClient:
         est = self.estimate_tokens(messages, max_tokens)
         if est > self.config.tokens_per_minute:
             raise PermanentCallError("request_too_large", f"~{est} tokens > llm.tokens_per_minute")
-        result = await self._call_with_retries(messages, params, est, usage, parse)
+        caller = caller or f"call-{id(usage):x}"
+        result = await self._call_with_retries(messages, params, est, usage, parse, model, caller)
         if key is not None:
             entry = {
-                "model": self.config.model,
+                "model": model,
                 "text": result.text,
                 "prompt_tokens": result.prompt_tokens,
                 "completion_tokens": result.completion_tokens,
@@ -220,30 +260,49 @@ class LLMClient:
         params: dict[str, Any],
         est: int,
         usage: Usage,
-        parse: Callable[[str], str] | None = None,
+        parse: Callable[[str], str] | None,
+        model: str,
+        caller: str,
     ) -> CallResult:
         c = self.config
-        refusals = 0
+        refusals = attempt = 0
         last: _Retryable | None = None
-        for attempt in range(1, c.max_attempts + 1):
-            if last is not None and last.pause_s is None:
-                await asyncio.sleep(backoff_delay(attempt - 2, c.backoff_base_s, c.backoff_max_s, self._rng))
-            permit = await self.limiter.acquire(est)
+        backoff = False
+        while attempt < c.max_attempts:
+            if backoff:
+                await asyncio.sleep(backoff_delay(attempt - 1, c.backoff_base_s, c.backoff_max_s, self._rng))
+            permit = await self.limiter.acquire(est)  # waits out an open circuit
             try:
-                return await self._attempt(messages, params, permit, usage, attempt, parse)
+                result = await self._attempt(messages, params, permit, usage, attempt + 1, parse, model)
             except _Retryable as exc:
                 last = exc
+                if await self.limiter.record_outcome(permit, exc.endpoint, caller) and exc.endpoint:
+                    # An outage: the circuit holds every caller; this video's retries are kept.
+                    logger.info("call failed during an endpoint outage (%s); waiting", exc.reason)
+                    backoff = False
+                    continue
+                attempt += 1
                 logger.warning(
                     "call attempt %d/%d failed (%s: %s)", attempt, c.max_attempts, exc.reason, exc.detail
                 )
+                backoff = exc.pause_s is None
                 if exc.pause_s is not None:
                     await self.limiter.pause_for(exc.pause_s)
+                continue
             except RefusalError as exc:
+                await self.limiter.record_outcome(permit, False, caller)
+                attempt += 1
                 refusals += 1
                 if refusals > c.refusal_retries or attempt == c.max_attempts:
                     raise
-                last = _Retryable(exc.reason, exc.detail)
+                last, backoff = _Retryable(exc.reason, exc.detail), True
                 logger.warning("model refused (%s); asking again", exc.detail[:80])
+                continue
+            except PermanentCallError:
+                await self.limiter.record_outcome(permit, False, caller)
+                raise
+            await self.limiter.record_outcome(permit, False, caller)
+            return result
         assert last is not None
         raise RetriesExhaustedError(last.reason, f"{c.max_attempts} attempts; last: {last.detail}")
 
@@ -254,20 +313,21 @@ class LLMClient:
         permit: Permit,
         usage: Usage,
         attempt: int,
-        parse: Callable[[str], str] | None = None,
+        parse: Callable[[str], str] | None,
+        model: str,
     ) -> CallResult:
         # Failures are raised outside the except blocks: no exception chain keeps the server's
         # message (which may quote the key) attached to ours.
         failure: LLMCallError | _Retryable | None = None
         try:
-            response = await self._transport.create(self.config.model, messages, **params)
+            response = await self._transport.create(model, messages, **params)
         except StatusError as exc:
             await self.limiter.observe_headers(exc.headers)
             failure = await self._status_error(exc, permit)
         except Timeout as exc:
-            failure = _Retryable("timeout", exc.detail)
+            failure = _Retryable("timeout", exc.detail, endpoint=True)
         except ConnectionFailure as exc:
-            failure = _Retryable("connection", scrub(exc.detail, self._secret))
+            failure = _Retryable("connection", scrub(exc.detail, self._secret), endpoint=True)
         except MalformedResponse as exc:
             await self.limiter.observe_headers(exc.headers)
             failure = _Retryable("malformed_response", scrub(exc.detail, self._secret))
@@ -279,7 +339,7 @@ class LLMClient:
             prompt, output = response.prompt_tokens, response.completion_tokens
         else:  # some servers omit usage: bill our estimate
             prompt, output = permit.tokens - params["max_tokens"], self._count_text(text)
-        cost = call_cost(self.config.price(), prompt, output)
+        cost = call_cost(self.config.price(model), prompt, output)
         await self.limiter.reconcile(permit, prompt + self._counted_output(params, output))
         await _resolve(self.budget.charge(cost))
         usage.add_call(prompt, output, cost, cached=False)
@@ -290,8 +350,6 @@ class LLMClient:
             raise RefusalError("refusal", scrub(refusal or text or "empty answer", self._secret)[:300])
         if parse is not None and _parsed(text, parse) is None:
             raise RefusalError("unusable_answer", scrub(text, self._secret)[:300])
-        if response.finish_reason == "length":
-            logger.warning("answer cut at max_tokens=%s", params["max_tokens"])
         return CallResult(
             text, prompt, output, cost, cached=False, attempts=attempt, finish_reason=response.finish_reason
         )
@@ -303,7 +361,12 @@ class LLMClient:
     async def _status_error(self, exc: StatusError, permit: Permit) -> LLMCallError | _Retryable:
         status, code, headers = exc.status, exc.code, exc.headers
         detail = scrub(f"HTTP {status} {code}: {exc.message}", self._secret)[:500]
-        if status == 429 and code != "insufficient_quota":
+        busy = status == 503 and (
+            "retry-after" in {k.lower() for k in headers} or _BUSY.search(detail) is not None
+        )
+        if (status == 429 and code != "insufficient_quota") or busy:
+            # A busy server (429, or vLLM's 503 when its queue is full) answered: it is up, so
+            # every caller pauses for Retry-After, as for a rate limit, and the circuit stays shut.
             pause = retry_after_seconds(headers)
             pause = (
                 pause
@@ -311,9 +374,9 @@ class LLMClient:
                 else backoff_delay(0, self.config.backoff_base_s, self.config.backoff_max_s, self._rng)
             )
             await self.limiter.reconcile(permit, 0)  # a 429 used no tokens
-            return _Retryable("rate_limited", detail, pause_s=pause)
+            return _Retryable("rate_limited" if status == 429 else "server_busy", detail, pause_s=pause)
         if status in RETRYABLE_STATUS:
-            return _Retryable(f"http_{status}", detail)
+            return _Retryable(f"http_{status}", detail, endpoint=status >= 500)
         if "content_policy" in code or "content_filter" in code:
             return PermanentCallError("content_policy", detail)
         if status == 400 and "image" in (code + detail).lower():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from operators.config import StrictModel
 
@@ -32,8 +32,16 @@ def default_prices() -> dict[str, ModelPrice]:
 class PromptFiles(StrictModel):
     """Prompt templates of the captioning calls; None = the built-in ones in
     ``operators/captions/prompts/``. Templates are ``str.format`` strings (write ``{{`` for a brace);
-    the fields each may use are listed in :mod:`operators.captions.diffsw_prompts`."""
+    the fields each may use are listed in :mod:`operators.captions.diffsw_prompts`.
+    ``llm.prompts: sharecaptioner`` is short for ``llm.prompts.set: sharecaptioner``."""
 
+    set: Literal["default", "sharecaptioner"] = Field(
+        "default",
+        description="'default': this project's prompts, keyframes sent as separate images. "
+        "'sharecaptioner': the released ShareCaptioner-Video prompt strings and layout (two frames "
+        "stacked in one image with a 50 px white gap), for a server hosting that model "
+        "(operators/captions/sharecaptioner.py).",
+    )
     detailed: str | None = Field(
         None, description="Template file of keyframe 0's detailed caption (fields: frame_index, timestamp)."
     )
@@ -110,6 +118,55 @@ class LLMConfig(StrictModel):
     temperature: float = Field(0.2, ge=0, le=2, description="Sampling temperature of every call.")
     caption_max_tokens: int = Field(512, gt=0, description="max_tokens of each keyframe caption call.")
     summary_max_tokens: int = Field(1024, gt=0, description="max_tokens of the summary call.")
+    max_tokens_retry: int = Field(
+        2048,
+        gt=0,
+        description="A caption cut at max_tokens (finish_reason 'length') is asked again once with "
+        "this max_tokens; cut again, the video is rejected with 'truncated_caption'.",
+    )
+    summary_model: str | None = Field(
+        None,
+        description="Model of the text-only calls (summary, clip summaries, recaption), e.g. a "
+        "cheaper one; None = llm.model. Priced from llm.prices like llm.model.",
+    )
+    method: Literal["diffsw", "fast"] = Field(
+        "diffsw",
+        description="'diffsw': the paper's differential sliding-window captions and a summary. "
+        "'fast': one call per video on its keyframes tiled into one image, no summary call "
+        "(ShareCaptioner-Video's fast captioning; cheap first pass).",
+    )
+    fast_grid_columns: int = Field(
+        0, ge=0, description="Columns of the fast-mode grid; 0 = ceil(sqrt(keyframes))."
+    )
+    fast_max_keyframes: int = Field(
+        16, gt=0, description="Fast mode tiles at most this many keyframes (evenly chosen)."
+    )
+    on_frame_error: Literal["reject_video", "skip_frame"] = Field(
+        "reject_video",
+        description="A refusal or unusable answer on one keyframe: 'reject_video' rejects the "
+        "video; 'skip_frame' drops that keyframe, continues from the last good caption and "
+        "lists the dropped keyframes in the row's skipped_keyframes (keyframe 0 can be skipped "
+        "too: the next keyframe gets the detailed caption).",
+    )
+    outage_timeout_s: float = Field(
+        1800.0,
+        gt=0,
+        description="During an endpoint outage every caller waits (one probe at a time) up to "
+        "this long; then the waiting videos are rejected with 'api_unavailable'.",
+    )
+    circuit_failures: int = Field(
+        3,
+        ge=1,
+        description="Consecutive endpoint failures (5xx, timeouts, dropped connections) that open "
+        "the outage circuit, if they come from at least circuit_callers videos.",
+    )
+    circuit_callers: int = Field(
+        2, ge=1, description="Different videos among those failures (one failing video is not an outage)."
+    )
+    probe_base_s: float = Field(2.0, gt=0, description="First probe of an open circuit after this long.")
+    probe_max_s: float = Field(
+        120.0, gt=0, description="Longest interval between probes (doubling from probe_base_s)."
+    )
     budget_usd: float | None = Field(
         None, gt=0, description="Stop starting new videos once this much is spent; None = no cap."
     )
@@ -128,13 +185,26 @@ class LLMConfig(StrictModel):
         "summarizes); False uses its detailed caption as the summary.",
     )
 
+    @field_validator("prompts", mode="before")
+    @classmethod
+    def _prompt_set(cls, value: object) -> object:
+        return {"set": value} if isinstance(value, str) else value
+
     @model_validator(mode="after")
     def _check(self) -> LLMConfig:
-        if self.budget_usd is not None and self.model not in self.prices:
-            raise ValueError(f"llm.budget_usd is set but llm.prices has no entry for model {self.model!r}")
+        for model in {self.model, self.text_model}:
+            if self.budget_usd is not None and model not in self.prices:
+                raise ValueError(f"llm.budget_usd is set but llm.prices has no entry for model {model!r}")
+        if self.probe_max_s < self.probe_base_s:
+            raise ValueError("llm.probe_max_s must be >= llm.probe_base_s")
         if self.backoff_max_s < self.backoff_base_s:
             raise ValueError("llm.backoff_max_s must be >= llm.backoff_base_s")
         return self
 
-    def price(self) -> ModelPrice | None:
-        return self.prices.get(self.model)
+    @property
+    def text_model(self) -> str:
+        """The model of the text-only calls (``llm.summary_model``, else ``llm.model``)."""
+        return self.summary_model or self.model
+
+    def price(self, model: str | None = None) -> ModelPrice | None:
+        return self.prices.get(model or self.model)

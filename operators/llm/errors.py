@@ -37,6 +37,13 @@ class RefusalError(PermanentCallError):
     """The model refused or answered nothing: no caption, even if the HTTP call succeeded."""
 
 
+class TruncatedAnswerError(PermanentCallError):
+    """The answer was cut at ``max_tokens`` even with ``llm.max_tokens_retry``."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__("truncated_caption", detail)
+
+
 class RetriesExhaustedError(LLMCallError):
     """Every attempt failed with a retryable error. A rerun may fix it."""
 

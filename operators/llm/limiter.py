@@ -47,7 +47,12 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from operators.llm.circuit import Circuit, circuit_from_config
+
+if TYPE_CHECKING:
+    from operators.llm.config import LLMConfig
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +84,7 @@ class Permit:
     granted_at: float
     id: int = 0
     charged: float | None = None
+    probe: bool = False  # the one call let through while the endpoint circuit is open
 
     @property
     def cost(self) -> float:
@@ -244,6 +250,7 @@ class RateLimiter:
         burst_fraction: float = 0.01,
         clock: Clock | None = None,
         ratio_history: int = 200,
+        circuit: Circuit | None = None,
     ) -> None:
         if not 0 <= burst_fraction <= headroom < 1:
             raise ValueError("need 0 <= burst_fraction <= headroom < 1")
@@ -254,6 +261,7 @@ class RateLimiter:
         self._ratio = _ExpectedRatio(ratio_history)
         self._ids = itertools.count(1)
         self._clock = clock or MonotonicClock()
+        self.circuit = circuit or Circuit(self._clock)
         self._paused_until = float("-inf")
         self._lock: asyncio.Lock | None = None
         self._wake: asyncio.Event | None = None  # set by a refund: the waiting caller re-checks
@@ -265,12 +273,26 @@ class RateLimiter:
         return self._tokens.limit
 
     async def acquire(self, est_tokens: int) -> Permit:
-        """Wait until one more request of ``est_tokens`` fits both budgets (callers go in order)."""
+        """Wait until one more request of ``est_tokens`` fits both budgets (callers go in order),
+        and, while the endpoint circuit is open, until this caller is the probe (raises
+        ``EndpointOutageError`` after ``llm.outage_timeout_s``)."""
         if self._lock is None:  # created lazily: bound to the loop that first uses it
             self._lock = asyncio.Lock()
             self._wake = asyncio.Event()
+        while True:
+            probe = await self.circuit.wait()  # outside the lock: waiters must not block the probe
+            permit = await self._admit(est_tokens, probe)
+            if permit is not None:
+                return permit
+
+    async def _admit(self, est_tokens: int, probe: bool) -> Permit | None:
+        """The permit once the budgets allow it; None when the circuit opened meanwhile (a
+        caller queued for the rate limit must not go out into the outage)."""
+        assert self._lock is not None
         async with self._lock:
             while True:
+                if self.circuit.is_open and not probe:
+                    return None
                 now = self._clock.now()
                 cost = est_tokens * self._ratio.value  # its expected size (module docstring)
                 wait = max(
@@ -280,7 +302,9 @@ class RateLimiter:
                     self._token_log.wait(cost, now),
                 )
                 if wait <= 0:
-                    permit = Permit(tokens=est_tokens, granted_at=now, id=next(self._ids), charged=cost)
+                    permit = Permit(
+                        tokens=est_tokens, granted_at=now, id=next(self._ids), charged=cost, probe=probe
+                    )
                     self._requests.take(1, now)
                     self._tokens.take(cost, now)
                     self._token_log.add(permit.id, cost, now)
@@ -310,6 +334,11 @@ class RateLimiter:
         self._token_log.adjust(permit.id, actual_tokens)
         if actual_tokens < permit.cost and self._wake is not None:
             self._wake.set()
+
+    async def record_outcome(self, permit: Permit, failed: bool, caller: str) -> bool:
+        """Tell the circuit how a call ended (``failed``: 5xx, timeout or dropped connection);
+        True when the circuit is open, so the failure does not count against the retries."""
+        return self.circuit.record(failed, caller, permit.probe)
 
     async def pause_for(self, seconds: float) -> None:
         """Stop every caller for ``seconds`` (a 429 with Retry-After)."""
@@ -347,7 +376,21 @@ class RateLimiter:
             "pauses": self.pauses,
             "paused_for_s": max(0.0, self._paused_until - self._clock.now()),
             "expected_ratio": round(self._ratio.value, 4),
+            **self.circuit.snapshot(),
         }
+
+
+def limiter_from_config(config: LLMConfig, share: int = 1, clock: Clock | None = None) -> RateLimiter:
+    """The limiter (and its outage circuit) of ``llm.*``; ``share`` divides the limits."""
+    clock = clock or MonotonicClock()
+    return RateLimiter(
+        max(1, config.requests_per_minute // share),
+        max(1, config.tokens_per_minute // share),
+        config.rate_window_s,
+        headroom=config.rate_headroom,
+        clock=clock,
+        circuit=circuit_from_config(config, clock),
+    )
 
 
 def _as_float(value: str | None) -> float | None:

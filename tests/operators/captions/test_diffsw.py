@@ -114,7 +114,7 @@ def test_call_sequence_and_content_for_a_known_video(start_server, tmp_path):
     ]
     assert summary_text == summary_prompt(prompts.summary, captions)
 
-    assert out["captions"][0] == captions
+    assert out["captions"][0] == [{**c, "finish_reason": "stop"} for c in captions]
     assert out["summary"][0] == answers[3]
     assert out["usage"][0]["calls"] == 4 and out["usage"][0]["cached_calls"] == 0
     assert out["usage"][0]["input_tokens"] == sum(r["prompt_tokens"] for r in reqs)

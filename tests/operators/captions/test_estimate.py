@@ -65,3 +65,32 @@ def test_wall_time_from_the_binding_limit_and_sample_scaling():
 def test_sizes_must_match_the_videos():
     with pytest.raises(ValueError, match="2 image sizes for 3 videos"):
         estimate_from_keyframe_counts([1, 2, 3], [(640, 360), (640, 360)], config())
+
+
+def test_summary_model_is_priced_on_its_own():
+    from operators.llm.config import ModelPrice, default_prices
+
+    prices = {**default_prices(), "cheap": ModelPrice(input_per_mtok=0.0, output_per_mtok=0.0)}
+    same = estimate_from_keyframe_counts([4] * 10, (640, 360), config())
+    cheap = estimate_from_keyframe_counts([4] * 10, (640, 360), config(summary_model="cheap", prices=prices))
+    assert same.input_tokens == cheap.input_tokens and same.calls == cheap.calls
+    assert cheap.summary_cost_usd == 0.0 and same.summary_cost_usd > 0
+    assert cheap.cost_usd == pytest.approx(same.cost_usd - same.summary_cost_usd)
+    assert "of which summaries   $0.00 (cheap)" in render_estimate(cheap)
+    assert cheap.summary_model == "cheap"
+
+
+def test_fast_mode_is_one_call_and_one_image_per_video_and_cheaper():
+    from operators.captions.estimate import compare_methods, render_comparison
+
+    diffsw, fast = compare_methods([4, 9, 1], (640, 360), config())
+    assert (fast.calls, fast.images, fast.summary_calls) == (3, 3, 0)
+    assert diffsw.calls == 4 + 9 + 1 + 3
+    assert fast.cost_usd < diffsw.cost_usd
+    assert "fast mode costs" in render_comparison(diffsw, fast)
+    assert estimate_from_keyframe_counts([4], (640, 360), config(method="fast")).method == "fast"
+
+
+def test_sharecaptioner_layout_sends_one_stacked_image_per_step():
+    e = estimate_from_keyframe_counts([3], (640, 360), config(prompts="sharecaptioner"))
+    assert e.images == 3 and e.calls == 4
