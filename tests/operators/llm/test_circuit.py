@@ -115,10 +115,11 @@ def test_ten_minute_outage_in_virtual_time_costs_few_probes_and_rejects_nothing(
     outcomes = Counter(r["outcome"] for r in requests)
     assert outcomes["ok"] == 12 * 5  # 4 captions and a summary per video, each paid once
     assert snap["circuit_opened"] == 1 and snap["circuit_probes"] <= 12
-    # Every request into the outage: the 3 that opened the circuit, the few already on the
-    # wire then (1 in this run), and the probes (10: 2 s doubling to 120 s).
+    # Every request into the outage: the 3 that opened the circuit, those already on the wire
+    # then (at most one per video; 1 to 8 seen here, as virtual pacing bunches the sends), and
+    # the probes (10: 2 s doubling to 120 s).
     assert snap["circuit_probes"] <= 10
-    assert outcomes["503"] <= 3 + 3 + snap["circuit_probes"]
+    assert outcomes["503"] <= 3 + len(videos) + snap["circuit_probes"]
     # The run waited the outage (virtual 1020-1620 s) out: the first answer after it came from
     # the probe that found the endpoint back, at most probe_max_s (120 s) late.
     resumed = min(r["t"] for r in requests if r["outcome"] == "ok" and r["t"] > 1020)
