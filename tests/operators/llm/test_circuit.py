@@ -129,7 +129,7 @@ def test_ten_minute_outage_in_virtual_time_costs_few_probes_and_rejects_nothing(
 def test_short_outage_in_real_time(tmp_path):
     videos = {f"r{i}": [0.0, 1.0, 2.0] for i in range(6)}
     settings = dict(probe_base_s=0.2, probe_max_s=0.8, max_attempts=3)
-    out, requests, snap = _outage_run(tmp_path, None, 3.0, 0.2, videos, settings, real_time=True)
+    out, requests, snap = _outage_run(tmp_path, None, 3.0, 0.0, videos, settings, real_time=True)
     assert "reject_reason" not in out or not any(out["reject_reason"])
     outcomes = Counter(r["outcome"] for r in requests)
     assert outcomes["ok"] == 6 * 4
