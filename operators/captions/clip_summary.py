@@ -23,7 +23,7 @@ from typing import Any
 from operators.captions import sharecaptioner as sc
 from operators.llm.budget import Usage
 from operators.llm.config import LLMConfig
-from operators.llm.diffsw_prompts import parse_caption, render_captions
+from operators.captions.diffsw_prompts import parse_caption, render_captions
 from operators.llm.errors import LLMCallError, PermanentCallError
 
 logger = logging.getLogger(__name__)
