@@ -252,6 +252,8 @@ def test_two_sources_with_the_same_file_names_write_distinct_keyframes(tmp_path)
                          {"kind": "folder", "path": str(tmp_path / "two")}], output=str(tmp_path / "out"))
     config["steps"] = {"short_caption": False, "dedup": False, "keyframes": True, "captions": False}
     config["test_server"] = {"enabled": False}
+    # One file per keyframe, so each video's keyframe folder is visible on disk.
+    config["keyframes"] = {**config.get("keyframes", {}), "packing": "files"}
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config))
     result = sg4v("run", str(path))
