@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from operators.captions import sharecaptioner as sc
+from operators.captions.diffsw_prompts import parse_caption, render_captions
 from operators.llm.budget import Usage
 from operators.llm.config import LLMConfig
-from operators.captions.diffsw_prompts import parse_caption, render_captions
 from operators.llm.errors import LLMCallError, PermanentCallError
 
 logger = logging.getLogger(__name__)
