@@ -6,14 +6,14 @@ limits hold only while exactly ``share`` actors are busy. Not part of the tool.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from operators.llm.config import LLMConfig
-from operators.llm.limiter import Permit, RateLimiter, limiter_from_config
+from operators.llm.limiter import RateLimiter, limiter_from_config
+from ray_jobs.services import LimiterActor  # the same delegating methods, without Ray
 
 
-class PerActorLimiter:
+class PerActorLimiter(LimiterActor):
     """Each captioning actor paces itself at ``limit / share``.
 
     Picklable and empty until first used, so every actor that unpickles the operator builds its
@@ -33,21 +33,3 @@ class PerActorLimiter:
         if self._limiter is None:
             self._limiter = limiter_from_config(self.config, self.share)
         return self._limiter
-
-    async def acquire(self, est_tokens: int) -> Permit:
-        return await self.limiter.acquire(est_tokens)
-
-    async def reconcile(self, permit: Permit, actual_tokens: int) -> None:
-        await self.limiter.reconcile(permit, actual_tokens)
-
-    async def observe_headers(self, headers: Mapping[str, str]) -> None:
-        await self.limiter.observe_headers(headers)
-
-    async def pause_for(self, seconds: float) -> None:
-        await self.limiter.pause_for(seconds)
-
-    async def record_outcome(self, permit: Permit, failed: bool, caller: str) -> bool:
-        return await self.limiter.record_outcome(permit, failed, caller)
-
-    async def snapshot(self) -> dict[str, float]:
-        return self.limiter.snapshot()
