@@ -55,9 +55,27 @@ def arrow_friendly(batch: Batch) -> Batch:
     return batch
 
 
+def nulls_restored(batch: Batch) -> Batch:
+    """Columns that are all null again, as object columns of None.
+
+    Ray hands an Arrow column of type ``null`` (every row of the block missing it, as when a
+    whole block was rejected before the stage that fills it) to a numpy stage as float32 NaN.
+    Passed on like that, the block's ``frame_timestamps`` (say) would be a float column, which
+    no later block with real lists can be concatenated with: the writer's gather failed on it.
+    No column of the dataset is a float32 scalar, so an all-NaN float32 column is always one
+    of those.
+    """
+    for column, values in batch.items():
+        if (isinstance(values, np.ndarray) and values.dtype == np.float32 and values.size
+                and np.isnan(values).all()):
+            batch[column] = object_column([None] * len(values))
+    return batch
+
+
 def run_operator(op: Operator, batch: Batch) -> Batch:
     """Call ``op`` on a batch the way the pipeline does: live rows only, timed."""
     start = time.perf_counter()
+    batch = nulls_restored(batch)
     out = normalize_batch(op(batch)) if op.sees_rejected else apply_to_live_rows(op, batch)
     out = arrow_friendly(out)
     n = batch_size_of(out)

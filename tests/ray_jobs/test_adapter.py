@@ -1,4 +1,6 @@
+import pyarrow as pa
 import ray.data
+from ray.data.block import BlockAccessor
 
 from operators.base import Operator, Resources
 from ray_jobs.adapter import map_batches_kwargs, resolve_resources, run_operator
@@ -53,6 +55,28 @@ def test_run_operator_records_stage_time_per_row():
     out = run_operator(Echo(), {"video_id": ["a", "b"], "reject_reason": [None, None]})
     assert list(out) == ["video_id", "reject_reason", "_t_echo"]
     assert all(t >= 0 for t in out["_t_echo"])
+
+
+def test_a_column_null_in_a_whole_block_stays_concatenable_with_real_values():
+    """A block whose rows were all rejected before sampling has ``frame_timestamps`` of Arrow
+    type null; Ray gives it to the next numpy stage as float32 NaN. The stage's output must
+    still concatenate with a block holding real timestamps (the writer gathers both)."""
+    class Echo(Operator):
+        name = "echo"
+
+        def __call__(self, batch):
+            return batch
+
+    rejected = pa.table({"video_id": ["a", "b"], "frame_timestamps": pa.nulls(2),
+                         "reject_reason": ["too_long", "too_long"]})
+    batch = BlockAccessor.for_block(rejected).to_batch_format("numpy")
+    assert batch["frame_timestamps"].dtype == "float32"  # how Ray hands it over
+    out = BlockAccessor.batch_to_block(run_operator(Echo(), batch)).select(
+        ["video_id", "frame_timestamps", "reject_reason"])
+    sampled = pa.table({"video_id": ["c"], "frame_timestamps": [[0.0, 0.5]],
+                        "reject_reason": pa.array([None], pa.string())})
+    merged = pa.concat_tables([out, sampled], promote_options="default")
+    assert merged.column("frame_timestamps").to_pylist() == [None, None, [0.0, 0.5]]
 
 
 def test_operator_declaring_concurrent_batches_overlaps_them_in_each_actor():

@@ -145,7 +145,7 @@ def test_killed_dedup_worker_does_not_change_the_output(inputs, local_ray, tmp_p
     print(f"dedup worker kill: {killer.killed}, replaced by {sorted(killer.replacements)}")
     assert killer.killed and killer.replacements
     assert killed.kept == calm.kept and killed.rejected == calm.rejected
-    assert calm.rejected[("dedup", "duplicate")] >= 5
+    assert calm.rejected[("semantic_dedup", "duplicate")] >= 5
     assert outcome(tmp_path / "killed") == outcome(tmp_path / "calm")
 
 
