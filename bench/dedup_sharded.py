@@ -117,28 +117,62 @@ def full_run(data: Any, own_duplicates, n: int, measure) -> dict[str, Any]:
     return {"vectors": n, "train_size": n // 5, "kept_exact": ref["kept_fraction"], "rows": rows}
 
 
+#: The per-part index variants ``per_shard`` measures: (encoding, rescore_k).
+PER_SHARD_VARIANTS = {"sq8": ("sq8", 4), "pq": ("pq", 16)}
+
+
+def exact_best(data: Any, pool: int, stream: np.ndarray) -> np.ndarray:
+    """Each query's exact best similarity over the whole pool (brute force, chunk by chunk)."""
+    import faiss
+
+    best = np.full(len(stream), -np.inf)
+    for _, vectors in data.pool(pool):
+        sims, _ = faiss.knn(stream, vectors, 1, metric=faiss.METRIC_INNER_PRODUCT)
+        best = np.maximum(best, sims[:, 0])
+    return best
+
+
 def per_shard_cost(data: Any, pool: int, queries: int, rate: float = 2000.0,
-                   target_pool: int = 50_000_000, probe: int = 2) -> dict[str, Any]:
-    config = DedupConfig(mode="approximate", approximate_kind="ivf", ivf_nlist="sqrt", use_gpu=False)
-    part = ShardPool(config, data.dim)
-    wall, cpu = time.perf_counter(), time.process_time()
-    for first, vectors in data.pool(pool):
-        part.add([f"p{i}" for i in range(first, first + len(vectors))], np.arange(first, first + len(vectors)),
-                 vectors)
-    part.search.sync()  # trains the IVF and adds the vectors
-    build = {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
+                   target_pool: int = 50_000_000, probe: int = 2,
+                   variants: tuple[str, ...] = ("sq8", "pq"), threshold: float = 0.95) -> dict[str, Any]:
+    """One part at ``pool`` vectors per index variant: queries per CPU-second through
+    ``nearest()`` and the share of keep/drop decisions (at ``threshold``) that agree with
+    exact search over the same pool."""
     stream = data.stream(queries, pool)
-    wall, cpu = time.perf_counter(), time.process_time()
-    for s in range(0, len(stream), BATCH):
-        part.nearest(stream[s : s + BATCH])
-    cpu_s, wall_s = time.process_time() - cpu, time.perf_counter() - wall
-    ann = part.search.ann
-    q1 = queries / cpu_s
-    result = {"pool": pool, "index": f"IVF{ann.nlist},SQ8 nprobe={ann.nprobe} rescore_k={config.rescore_k}",
-              "queries": queries, "queries_per_cpu_s": q1, "queries_per_wall_s": queries / wall_s,
-              "build": build, "plan": plan(q1, pool, rate, target_pool, probe)}
-    print(f"per part: {result}", flush=True)
-    return result
+    wall = time.perf_counter()
+    reference = exact_best(data, pool, stream)
+    print(f"per part: exact reference over {pool} vectors in {time.perf_counter() - wall:.0f} s", flush=True)
+    results = {}
+    for name in variants:
+        encoding, rescore_k = PER_SHARD_VARIANTS[name]
+        config = DedupConfig(mode="approximate", approximate_kind="ivf", ivf_nlist="sqrt", use_gpu=False,
+                             ivf_encoding=encoding, rescore_k=rescore_k)
+        part = ShardPool(config, data.dim)
+        wall, cpu = time.perf_counter(), time.process_time()
+        for first, vectors in data.pool(pool):
+            part.add([f"p{i}" for i in range(first, first + len(vectors))],
+                     np.arange(first, first + len(vectors)), vectors)
+        part.search.sync()  # trains the IVF and adds the vectors
+        build = {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
+        best = []
+        wall, cpu = time.perf_counter(), time.process_time()
+        for s in range(0, len(stream), BATCH):
+            best.append(part.nearest(stream[s : s + BATCH])[0])
+        cpu_s, wall_s = time.process_time() - cpu, time.perf_counter() - wall
+        best_sims = np.concatenate(best)
+        ann = part.search.ann
+        q1 = queries / cpu_s
+        code = f"PQ{ann.pq.M}" if encoding == "pq" else encoding.upper()
+        results[name] = {
+            "pool": pool, "index": f"IVF{ann.nlist},{code} nprobe={ann.nprobe} rescore_k={rescore_k}",
+            "queries": queries, "queries_per_cpu_s": q1, "queries_per_wall_s": queries / wall_s,
+            "decision_agreement": float(np.mean((best_sims >= threshold) == (reference >= threshold))),
+            "similarity_exact": float(np.mean(np.abs(best_sims - reference) < 1e-6)),
+            "build": build, "plan": plan(q1, pool, rate, target_pool, probe)}
+        print(f"per part {name}: {results[name]}", flush=True)
+        del part
+        gc.collect()
+    return results
 
 
 def plan(q1: float, measured_pool: int, rate: float, target_pool: int, probe: int) -> dict[str, Any]:

@@ -4,6 +4,10 @@
     sg4v export OUTPUT --format F --dest DIR           a self-contained folder a trainer loads
     sg4v validate CONFIG.yaml [--set ...]             check a config and print it resolved
     sg4v samples DIR                                  write sample videos for a smoke run
+    sg4v summarize-clip OUTPUT --video-id ID --start S --end E | --spans FILE.csv
+                                                      a caption of any sub-span of a video
+    sg4v recaption IN.jsonl --to detailed|prompt --dest OUT.jsonl --config CONFIG.yaml
+                                                      prompts into detailed captions, or back
 """
 
 from __future__ import annotations
@@ -20,6 +24,12 @@ def _config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="YAML config file")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set frames.every_s=1.0 (repeatable)")
+
+
+def _llm_args(parser: argparse.ArgumentParser, config_help: str) -> None:
+    parser.add_argument("--config", help=config_help)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set llm.summary_model=gpt-4o-mini")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +77,23 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="write a static HTML report of an output")
     report.add_argument("output", help="the run's output directory or URI")
     report.add_argument("--dest", help="where to write (default: OUTPUT/report)")
+    clip = sub.add_parser(
+        "summarize-clip", help="caption any sub-span of captioned videos from their stored "
+        "keyframe captions (one text-only call each; printed and written to OUTPUT/clip_summaries/)")
+    clip.add_argument("output", help="the run's output directory or URI")
+    clip.add_argument("--video-id", help="the video (with --start and --end)")
+    clip.add_argument("--start", type=float, help="span start, seconds from the clip start")
+    clip.add_argument("--end", type=float, help="span end, seconds from the clip start")
+    clip.add_argument("--spans", help="CSV with columns video_id,start,end: many spans at once")
+    clip.add_argument("--dest", help="folder of the Parquet file (default OUTPUT/clip_summaries)")
+    _llm_args(clip, "the llm settings (default: the run's OUTPUT/config.yaml)")
+    recaption = sub.add_parser(
+        "recaption", help="turn short text-to-video prompts into detailed captions in the "
+        "dataset's style (--to detailed), or detailed captions into prompts (--to prompt)")
+    recaption.add_argument("input", help="JSON Lines: objects with the text (see docs/captioning.md) or strings")
+    recaption.add_argument("--to", dest="direction", required=True, choices=("detailed", "prompt"))
+    recaption.add_argument("--dest", required=True, help="JSON Lines file to write")
+    _llm_args(recaption, "the llm settings: a pipeline config (its llm and test_server sections)")
     sub.add_parser("config-reference",
                    help="print docs/configuration.md (every config key and stage, from the code)")
     samples = sub.add_parser(
@@ -169,12 +196,44 @@ def calibrate_keyframes(config, sample: int, thresholds: str) -> int:
     return 0
 
 
+def text_command(args: argparse.Namespace) -> int:
+    """``summarize-clip`` and ``recaption``: text-only calls with the run's llm settings."""
+    from operators.captions.clip_summary import Span, check_span, read_spans
+    from ray_jobs import text_jobs
+
+    try:
+        if args.command == "recaption":
+            config = text_jobs.run_config(args.config, None, args.overrides)
+            usage = text_jobs.recaption_file(args.input, args.dest, args.direction, config)
+            print(f"{args.dest}: {usage.calls} call(s), {usage.cached_calls} from the cache, "
+                  f"${usage.cost_usd:.4f}")
+            return 0
+        if args.spans and args.video_id:
+            raise ValueError("give either --spans or --video-id/--start/--end, not both")
+        if args.spans:
+            spans = read_spans(args.spans)
+        elif args.video_id and args.start is not None and args.end is not None:
+            spans = [check_span(Span(args.video_id, args.start, args.end))]
+        else:
+            raise ValueError("need --video-id, --start and --end, or --spans FILE.csv")
+        config = text_jobs.run_config(args.config, args.output, args.overrides)
+        rows, path = text_jobs.summarize_clips(args.output, spans, config, args.dest)
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(text_jobs.render_clip_summaries(rows))
+    print(path)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command in ("export", "report"):
         return export_or_report(args)
+    if args.command in ("summarize-clip", "recaption"):
+        return text_command(args)
     if args.command == "config-reference":
         from operators.config_reference import render_reference
         from ray_jobs.config import PipelineConfig

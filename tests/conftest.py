@@ -48,8 +48,9 @@ def start_server() -> Iterator[Callable[..., tuple[Any, str]]]:
 
     stops: list[Callable[[], None]] = []
 
-    def start(required_api_key: str | None = None, **settings: Any) -> tuple[Any, str]:
-        server = FakeOpenAIServer(FakeServerConfig(**settings), required_api_key=required_api_key)
+    def start(required_api_key: str | None = None, record: bool = False, **settings: Any) -> tuple[Any, str]:
+        server = FakeOpenAIServer(FakeServerConfig(**settings), required_api_key=required_api_key,
+                                  record=record)
         url, stop = server.start_in_thread()
         stops.append(stop)
         return server, url

@@ -24,7 +24,7 @@ from operators.captions import sharecaptioner as sc
 from operators.captions.diffsw_prompts import parse_caption, render_captions
 from operators.llm.budget import Usage
 from operators.llm.config import LLMConfig
-from operators.llm.errors import LLMCallError, PermanentCallError
+from operators.llm.errors import BudgetExceededError, LLMCallError, PermanentCallError
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +118,8 @@ async def summarize_span(
         row["reason"] = "unknown_video"
     elif not inside:
         row["reason"] = "no_captions_in_span"
+    elif not await client.start_video():  # llm.budget_usd spent: nothing more is started
+        row["reason"] = BudgetExceededError.REJECT_REASON
     else:
         try:
             result = await client.complete(

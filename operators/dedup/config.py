@@ -70,12 +70,20 @@ class DedupConfig(StrictModel):
         "sit in the same or a neighbouring list, so 8 of 1024 agreed with exact mode on every "
         "decision in bench/dedup.py (rescoring makes each similarity exact).",
     )
-    ivf_encoding: Literal["sq8", "flat"] = Field(
+    ivf_encoding: Literal["sq8", "pq", "flat"] = Field(
         "sq8",
         description=(
             "IVF: how vectors are stored in the lists. sq8 (1 byte a dimension) is 4x smaller "
-            "and faster to scan; rescoring makes the final similarity exact either way."
+            "and faster to scan than flat; pq (ivf_pq_bytes a vector) is smaller and faster "
+            "again, with coarser candidate ranking, so give it a larger rescore_k (16). "
+            "Rescoring makes the final similarity exact either way."
         ),
+    )
+    ivf_pq_bytes: int = Field(
+        64,
+        ge=1,
+        description="IVF with pq: bytes a vector (sub-quantizers of 8 bits); the largest divisor "
+        "of the embedding size not above it is used (64 for 768-d and 384-d).",
     )
     ivf_train_points_per_list: int = Field(
         64, ge=39, description="IVF: training sample size per list (taken evenly from the pool)."

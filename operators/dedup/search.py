@@ -143,6 +143,9 @@ class PoolSearch:
                 index = faiss.IndexIVFScalarQuantizer(
                     quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
                 )
+            elif cfg.ivf_encoding == "pq":
+                index = faiss.IndexIVFPQ(quantizer, d, nlist, pq_subquantizers(d, cfg.ivf_pq_bytes), 8,
+                                         faiss.METRIC_INNER_PRODUCT)
             else:
                 index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
             index.cp.max_points_per_centroid = cfg.ivf_train_points_per_list
@@ -167,3 +170,9 @@ class PoolSearch:
             for _, rows in self.store.chunks(start):
                 self.ann.add(rows)
         self._ann_size = len(self.store)
+
+
+def pq_subquantizers(dim: int, wanted: int) -> int:
+    """The largest divisor of ``dim`` not above ``wanted``: faiss's PQ splits a vector into
+    that many equal sub-vectors of one byte each."""
+    return max(m for m in range(1, min(dim, wanted) + 1) if dim % m == 0)

@@ -160,3 +160,18 @@ def test_estimate_predicts_the_calls_of_the_run(smoke, samples, tmp_path):
     line = next(x for x in result.stdout.splitlines() if x.startswith("API calls"))
     assert int(line.split()[2]) == stats["api_usage"]["calls"]
     assert not (tmp_path / "out").exists()
+
+
+def test_summarize_clip_on_the_run_output_uses_its_own_config(smoke, tmp_path):
+    """The run's resolved ``config.yaml`` is enough: the smoke config's test server answers."""
+    out, _ = smoke
+    video_id, row = sorted(rows(out / "dataset").items())[0]
+    times = row["keyframe_timestamps"]
+    dest = tmp_path / "summaries"
+    result = sg4v("summarize-clip", str(out), "--video-id", video_id, "--start", "0",
+                  "--end", str(times[-1]), "--dest", str(dest))
+    assert result.returncode == 0, result.stderr[-3000:]
+    (file,) = dest.glob("*.parquet")
+    (summary,) = pq.read_table(file).to_pylist()
+    assert summary["num_captions"] == len(times) and summary["caption"]
+    assert summary["caption"] in result.stdout
