@@ -9,15 +9,19 @@ fixed-size float32 list). ``centroids.npy`` holds the part centroids once traine
 The log, not ``dataset/``, is what the pool is rebuilt from: a video kept by dedup stays in
 the pool whatever later stages do with it, and a video decided but not yet written when the
 worker or driver died keeps its decision (and rank) on the next try. Reading goes file by
-file and Arrow to numpy, so a rebuild holds the pool plus one file.
+file (a few read ahead by threads) and Arrow to numpy, so a rebuild holds the pool plus a few files.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import os
 import re
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +37,8 @@ LOG_FOLDER = "dedup_log"
 CENTROIDS_FILE = "centroids.npy"
 COLUMNS = ("video_id", "dedup_rank", "kept", "nearest_id", "similarity", "vector")
 VECTOR_PATH = "vector.list.element"  # the vector's values, as Parquet names the leaf column
+#: Log files read ahead during a rebuild.
+READ_AHEAD = max(2, min(8, os.cpu_count() or 2))
 _NAME = re.compile(r"(\d+)-(\d+)\.parquet$")
 
 
@@ -131,11 +137,25 @@ class DecisionLog:
         first, last = int(min(ranks)), int(max(ranks))
         write_bytes_atomic(join(self.folder, f"{first:012d}-{last:012d}.parquet"), sink.getvalue())
 
-    def tables(self, columns: Sequence[str] = COLUMNS) -> Iterator[pa.Table]:
+    def tables(self, columns: Sequence[str] = COLUMNS, ahead: int = READ_AHEAD) -> Iterator[pa.Table]:
+        """The log's files in rank order, each as one table. ``ahead`` files are read and
+        decoded by a thread pool while the caller works on the current one (Parquet decoding
+        releases the GIL; on an object store the reads overlap their latency); at most
+        ``ahead`` tables are held beyond the one yielded."""
         fs, _ = filesystem(self.folder)
-        for f in self.files():
+
+        def read(f: LogFile) -> pa.Table:
             with fs.open(f.path, "rb") as handle:
-                yield pq.read_table(handle, columns=list(columns))
+                return pq.read_table(handle, columns=list(columns), use_threads=False)
+
+        files = iter(self.files())
+        with ThreadPoolExecutor(max_workers=max(1, ahead), thread_name_prefix="dedup-log") as pool:
+            pending: deque = deque(pool.submit(read, f) for f in islice(files, max(1, ahead)))
+            while pending:
+                table = pending.popleft().result()
+                for f in islice(files, 1):
+                    pending.append(pool.submit(read, f))
+                yield table
 
     def dim(self) -> int | None:
         files = self.files()
