@@ -269,8 +269,8 @@ def main() -> None:
                         "and rebuild sections (default 1M, --quick 100k)")
     parser.add_argument("--sharding-queries", type=int, default=None,
                         help="queries of the sharding section (default as the others: 4096, --quick 2048)")
-    parser.add_argument("--per-shard-variants", default="sq8,pq",
-                        help="per_shard: per-part IVF encodings to measure (sq8, pq)")
+    parser.add_argument("--per-shard-variants", default="sq8,pq,pq4",
+                        help="per_shard: per-part IVF encodings to measure (sq8, pq, pq4)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "dedup.json"))
     args = parser.parse_args()
     sections = set(args.sections.split(","))

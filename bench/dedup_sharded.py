@@ -118,7 +118,7 @@ def full_run(data: Any, own_duplicates, n: int, measure) -> dict[str, Any]:
 
 
 #: The per-part index variants ``per_shard`` measures: (encoding, rescore_k).
-PER_SHARD_VARIANTS = {"sq8": ("sq8", 4), "pq": ("pq", 16)}
+PER_SHARD_VARIANTS = {"sq8": ("sq8", 4), "pq": ("pq", 16), "pq4": ("pq4", 16)}
 
 
 def exact_best(data: Any, pool: int, stream: np.ndarray) -> np.ndarray:
@@ -134,7 +134,7 @@ def exact_best(data: Any, pool: int, stream: np.ndarray) -> np.ndarray:
 
 def per_shard_cost(data: Any, pool: int, queries: int, rate: float = 2000.0,
                    target_pool: int = 50_000_000, probe: int = 2,
-                   variants: tuple[str, ...] = ("sq8", "pq"), threshold: float = 0.95) -> dict[str, Any]:
+                   variants: tuple[str, ...] = ("sq8", "pq", "pq4"), threshold: float = 0.95) -> dict[str, Any]:
     """One part at ``pool`` vectors per index variant: queries per CPU-second through
     ``nearest()`` and the share of keep/drop decisions (at ``threshold``) that agree with
     exact search over the same pool."""
@@ -162,7 +162,7 @@ def per_shard_cost(data: Any, pool: int, queries: int, rate: float = 2000.0,
         best_sims = np.concatenate(best)
         ann = part.search.ann
         q1 = queries / cpu_s
-        code = f"PQ{ann.pq.M}" if encoding == "pq" else encoding.upper()
+        code = {"pq": f"PQ{ann.pq.M}", "pq4": f"PQ{ann.pq.M}x4fs"}.get(encoding, encoding.upper())
         results[name] = {
             "pool": pool, "index": f"IVF{ann.nlist},{code} nprobe={ann.nprobe} rescore_k={rescore_k}",
             "queries": queries, "queries_per_cpu_s": q1, "queries_per_wall_s": queries / wall_s,

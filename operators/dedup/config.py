@@ -70,20 +70,23 @@ class DedupConfig(StrictModel):
         "sit in the same or a neighbouring list, so 8 of 1024 agreed with exact mode on every "
         "decision in bench/dedup.py (rescoring makes each similarity exact).",
     )
-    ivf_encoding: Literal["sq8", "pq", "flat"] = Field(
+    ivf_encoding: Literal["sq8", "pq", "pq4", "flat"] = Field(
         "sq8",
         description=(
             "IVF: how vectors are stored in the lists. sq8 (1 byte a dimension) is 4x smaller "
-            "and faster to scan than flat; pq (ivf_pq_bytes a vector) is smaller and faster "
-            "again, with coarser candidate ranking, so give it a larger rescore_k (16). "
-            "Rescoring makes the final similarity exact either way."
+            "and faster to scan than flat; pq (ivf_pq_bytes a vector, 8-bit codes) is smaller "
+            "and faster again; pq4 (ivf_pq_bytes a vector, 4-bit codes scanned with SIMD, faiss's "
+            "fast-scan IVF-PQ) is the fastest to search, but its candidates can depend on how many queries a batch holds, so a kept video's recorded nearest may differ between runs (keep/drop decisions agreed in the tests). Product quantization ranks candidates "
+            "coarsely, so give pq and pq4 a larger rescore_k (16). Rescoring makes the final "
+            "similarity exact either way (bench/dedup.py --sections per_shard compares them)."
         ),
     )
     ivf_pq_bytes: int = Field(
         64,
         ge=1,
-        description="IVF with pq: bytes a vector (sub-quantizers of 8 bits); the largest divisor "
-        "of the embedding size not above it is used (64 for 768-d and 384-d).",
+        description="IVF with pq or pq4: bytes a vector. pq: that many 8-bit sub-quantizers, pq4: "
+        "twice as many 4-bit ones; the largest divisor of the embedding size not above the "
+        "count is used (64 sub-quantizers for pq at 768-d and 384-d, 128 for pq4 at 768-d and 384-d).",
     )
     ivf_train_points_per_list: int = Field(
         64, ge=39, description="IVF: training sample size per list (taken evenly from the pool)."

@@ -21,8 +21,8 @@ import re
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from itertools import islice
 from dataclasses import dataclass
+from itertools import islice
 
 import numpy as np
 import pyarrow as pa

@@ -2,7 +2,7 @@
 
 Per kept vector: the float32 vector (4 x dim), its rank (8) and id (~40 in Arrow), plus what
 the index keeps beside it: nothing for exact search (it scans the stored vectors in place),
-dim + 8 for IVF-SQ8, ivf_pq_bytes + 8 for IVF-PQ, 4 x dim + 8 for IVF-flat, about 4 x dim + 16 x M for HNSW. Measured at
+dim + 8 for IVF-SQ8, ivf_pq_bytes + 8 for IVF-PQ (8- or 4-bit), 4 x dim + 8 for IVF-flat, about 4 x dim + 16 x M for HNSW. Measured at
 768-d (bench/dedup.py): 3,173-3,444 bytes exact, 4,122-4,593 IVF-SQ8, 6,762-7,202 HNSW; the
 20% margin covers the growth steps of faiss's lists and the store's last, partly filled chunk.
 """
@@ -28,7 +28,8 @@ def bytes_per_vector(config: DedupConfig) -> int:
         if config.approximate_kind == "hnsw":
             extra = 4 * d + 16 * config.hnsw_m
         else:
-            code = {"sq8": d, "pq": pq_subquantizers(d, config.ivf_pq_bytes), "flat": 4 * d}
+            code = {"sq8": d, "pq": pq_subquantizers(d, config.ivf_pq_bytes),
+                    "pq4": pq_subquantizers(d, 2 * config.ivf_pq_bytes, even=True) // 2, "flat": 4 * d}
             extra = code[config.ivf_encoding] + 8
     return int(MARGIN * (4 * d + 8 + 40 + extra))
 

@@ -143,6 +143,9 @@ class PoolSearch:
                 index = faiss.IndexIVFScalarQuantizer(
                     quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
                 )
+            elif cfg.ivf_encoding == "pq4":
+                index = faiss.IndexIVFPQFastScan(quantizer, d, nlist, pq_subquantizers(d, 2 * cfg.ivf_pq_bytes, even=True),
+                                                 4, faiss.METRIC_INNER_PRODUCT)
             elif cfg.ivf_encoding == "pq":
                 index = faiss.IndexIVFPQ(quantizer, d, nlist, pq_subquantizers(d, cfg.ivf_pq_bytes), 8,
                                          faiss.METRIC_INNER_PRODUCT)
@@ -172,7 +175,8 @@ class PoolSearch:
         self._ann_size = len(self.store)
 
 
-def pq_subquantizers(dim: int, wanted: int) -> int:
-    """The largest divisor of ``dim`` not above ``wanted``: faiss's PQ splits a vector into
-    that many equal sub-vectors of one byte each."""
-    return max(m for m in range(1, min(dim, wanted) + 1) if dim % m == 0)
+def pq_subquantizers(dim: int, wanted: int, even: bool = False) -> int:
+    """The largest divisor of ``dim`` not above ``wanted`` (even, for 4-bit fast-scan codes,
+    which pack two to a byte): faiss's PQ splits a vector into that many equal sub-vectors."""
+    fits = [m for m in range(1, min(dim, wanted) + 1) if dim % m == 0 and (not even or m % 2 == 0)]
+    return max(fits) if fits else 1
