@@ -63,10 +63,7 @@ def summarize_clips(output: str, spans: Sequence[Span], config: PipelineConfig,
                     dest: str | None = None) -> tuple[list[dict[str, Any]], str]:
     """One row per span (its caption or the reason it has none), written as one Parquet file
     under ``dest`` (default ``OUTPUT/clip_summaries``); returns the rows and the file."""
-    wanted = {s.video_id for s in spans}
-    captions = {}
-    for video_id, caps in stored_captions(output, wanted):
-        captions[video_id] = caps
+    captions = dict(stored_captions(output, {s.video_id for s in spans}))
     llm, stop = start_test_server_if_enabled(config.llm, config.test_server)
     try:
         rows = asyncio.run(_summarize(llm, output, spans, captions))
@@ -141,9 +138,8 @@ async def _recaption(llm: Any, source: str, dest: str, direction: Direction, chu
     total = Usage()
     fs, target = filesystem(dest)
     partial = target + ".partial"
-    parent = target.rsplit("/", 1)[0] if "/" in target else ""
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
+    parent = target.rsplit("/", 1)[0] if "/" in target else "."
+    fs.makedirs(parent, exist_ok=True)
     cache_home = llm.cache_dir or join(dest.rsplit("/", 1)[0] if "/" in dest else ".", "llm_cache")
     async with open_client(llm.model_copy(update={"cache_dir": cache_home}), None) as client:
         with open_binary(source) as lines, fs.open(partial, "wb") as out:

@@ -25,18 +25,15 @@ from operators.dataset.exports.dest import Destination
 from operators.dataset.exports.media import (
     clip_duration,
     clip_file_offset,
-    extension,
-    file_stem,
-    video_source,
+    copy_video,
 )
 from operators.dataset.exports.options import ExportOptions
-from operators.dataset.exports.rows import Tally, captioned_rows, sorted_captions
+from operators.dataset.exports.rows import Tally, rows_with_video, sorted_captions
 from operators.io import filesystem, join
 
 logger = logging.getLogger(__name__)
 
 DATA_DIR = "data"
-VIDEO_DIR = "videos"
 #: Rows per Parquet row group and per file: bounded memory, files of a useful size.
 ROW_GROUP = 1000
 ROWS_PER_FILE = 100_000
@@ -155,13 +152,8 @@ def export(output: str, dest: Destination, options: ExportOptions) -> Tally:
     tally = Tally()
     parts = _Parts(dest)
     try:
-        for row in captioned_rows(output, tally):
-            uri = video_source(output, row)
-            if uri is None:
-                tally.no_clip_file += 1
-                continue
-            video = f"{VIDEO_DIR}/{file_stem(str(row[col.VIDEO_ID]))}{extension(uri)}"
-            dest.add_file(uri, video)
+        for row, uri in rows_with_video(output, tally):
+            video = copy_video(dest, row, uri)
             keyframes = list(row.get(col.KEYFRAME_PATHS) or []) if options.keyframes else []
             for path in keyframes:
                 dest.add_file(join(output, path), path)

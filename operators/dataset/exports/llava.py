@@ -21,14 +21,13 @@ from typing import Any
 
 from operators.dataset import schema as col
 from operators.dataset.exports.dest import Destination
-from operators.dataset.exports.media import extension, file_stem, video_source
+from operators.dataset.exports.media import copy_video
 from operators.dataset.exports.options import DEFAULT_PROMPT, ExportOptions
-from operators.dataset.exports.rows import Tally, captioned_rows, sorted_captions
+from operators.dataset.exports.rows import Tally, rows_with_video, sorted_captions
 
 logger = logging.getLogger(__name__)
 
 RECORDS = "llava.json"
-VIDEO_DIR = "videos"
 MEDIA_TOKENS = ("<image>", "<video>")
 
 
@@ -66,13 +65,8 @@ def export(output: str, dest: Destination, options: ExportOptions) -> Tally:
     tally = Tally()
     with dest.writing(RECORDS) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write("[")
-        for row in captioned_rows(output, tally):
-            uri = video_source(output, row)
-            if uri is None:
-                tally.no_clip_file += 1
-                continue
-            video = f"{VIDEO_DIR}/{file_stem(str(row[col.VIDEO_ID]))}{extension(uri)}"
-            dest.add_file(uri, video)
+        for row, uri in rows_with_video(output, tally):
+            video = copy_video(dest, row, uri)
             record = llava_record(row, video, options.keyframe_turns, options.prompt,
                                   options.video_token)
             # One record at a time: the list is never held in memory.

@@ -36,6 +36,17 @@ def video_source(output: str, row: dict[str, Any]) -> str | None:
     return str(row[col.URI])
 
 
+#: Folder of the video files in the exports that copy them next to their records (hf, llava).
+VIDEO_DIR = "videos"
+
+
+def copy_video(dest: Any, row: dict[str, Any], uri: str) -> str:
+    """Copy the row's video into ``dest`` as ``videos/<id><ext>``; returns that relative path."""
+    video = f"{VIDEO_DIR}/{file_stem(str(row[col.VIDEO_ID]))}{extension(uri)}"
+    dest.add_file(uri, video)
+    return video
+
+
 def file_stem(video_id: str) -> str:
     """A file name stem for ``video_id``: safe characters only, unique (a short hash of the id
     whenever characters had to be replaced)."""

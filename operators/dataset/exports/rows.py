@@ -90,3 +90,16 @@ def captioned_rows(output: str, tally: Tally | None = None) -> Iterator[dict[str
 
 def sorted_captions(row: dict[str, Any]) -> list[dict[str, Any]]:
     return sorted(row.get(col.CAPTIONS) or [], key=lambda c: c[col.CAPTION_IDX])
+
+
+def rows_with_video(output: str, tally: Tally) -> Iterator[tuple[dict[str, Any], str]]:
+    """``(row, video URI)`` of every captioned row of ``output`` that has a video file to
+    export; a span without a clip file is counted in ``tally.no_clip_file`` and left out."""
+    from operators.dataset.exports.media import video_source
+
+    for row in captioned_rows(output, tally):
+        uri = video_source(output, row)
+        if uri is None:
+            tally.no_clip_file += 1
+            continue
+        yield row, uri

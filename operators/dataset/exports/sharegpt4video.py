@@ -23,9 +23,9 @@ from typing import Any
 
 from operators.dataset import schema as col
 from operators.dataset.exports.dest import Destination
-from operators.dataset.exports.media import extension, file_stem, video_source
+from operators.dataset.exports.media import extension, file_stem
 from operators.dataset.exports.options import ExportOptions
-from operators.dataset.exports.rows import Tally, captioned_rows, sorted_captions
+from operators.dataset.exports.rows import Tally, rows_with_video, sorted_captions
 from operators.io import file_size, join, open_binary
 
 logger = logging.getLogger(__name__)
@@ -114,11 +114,7 @@ def export(output: str, dest: Destination, options: ExportOptions) -> Tally:
 
 def _write(output: str, dest: Destination, options: ExportOptions, tally: Tally,
            archives: _Archives, lines: Any) -> None:
-    for row in captioned_rows(output, tally):
-        uri = video_source(output, row)
-        if uri is None:
-            tally.no_clip_file += 1
-            continue
+    for row, uri in rows_with_video(output, tally):
         source = file_stem(str(row.get(col.SOURCE) or "videos"))
         member = file_stem(str(row[col.VIDEO_ID])) + extension(uri)
         zip_name = archives.add(source, uri, member)

@@ -27,9 +27,9 @@ import pyarrow.parquet as pq
 
 from operators.dataset import schema as col
 from operators.dataset.exports.dest import Destination
-from operators.dataset.exports.media import clip_duration, clip_file_offset, extension, video_source
+from operators.dataset.exports.media import clip_duration, clip_file_offset, extension
 from operators.dataset.exports.options import ExportOptions
-from operators.dataset.exports.rows import Tally, captioned_rows, sorted_captions
+from operators.dataset.exports.rows import Tally, rows_with_video, sorted_captions
 from operators.io import file_size, join, open_binary
 
 logger = logging.getLogger(__name__)
@@ -130,11 +130,7 @@ def export(output: str, dest: Destination, options: ExportOptions) -> Tally:
     shard: _Shard | None = None
     shards = 0
     try:
-        for row in captioned_rows(output, tally):
-            uri = video_source(output, row)
-            if uri is None:
-                tally.no_clip_file += 1
-                continue
+        for row, uri in rows_with_video(output, tally):
             if shard is None or len(shard.rows) >= options.shard_size:
                 if shard is not None:
                     shard.close()
