@@ -25,7 +25,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from operators.dataset.pending import decided_for_buckets, listed_for_buckets, resolve_bucket
+from operators.dataset.pending import BUCKET, decided_for_buckets, listed_for_buckets, resolve_bucket
 from operators.dataset.reader import parquet_files
 from operators.dataset.resume import drop_retryable_rows
 from operators.dataset.schema import (
@@ -229,22 +229,106 @@ def read_listing(listing: Listing, output: str) -> Any:
     return ray.data.read_parquet(listing.path, filesystem=_arrow_fs(output), file_extensions=["parquet"])
 
 
-def pending_rows(listing: Listing, output: str) -> Any:
-    """The Ray Dataset of listed rows to process: unique ids, none decided by an earlier run."""
+#: Compressed Parquet bytes one resume map task reads (listing rows, or results' id column).
+BYTES_PER_MAP_TASK = 128 << 20
+#: Most files one resume map task opens.
+FILES_PER_MAP_TASK = 500
+
+
+def _file_groups(output: str, paths: list[str]) -> list[list[str]]:
+    """``paths`` cut into groups of at most :data:`BYTES_PER_MAP_TASK` bytes (by the sizes a
+    listing of their folders reports) and :data:`FILES_PER_MAP_TASK` files."""
+    fs, _ = filesystem(output)
+    sizes: dict[str, int] = {}
+    for folder in sorted({p.rsplit("/", 1)[0] for p in paths}):
+        for info in fs.ls(folder, detail=True):
+            sizes[info["name"]] = int(info.get("size") or 0)
+    groups: list[list[str]] = []
+    group: list[str] = []
+    size = 0
+    for path in paths:
+        if group and (size + sizes.get(path, 0) > BYTES_PER_MAP_TASK or len(group) >= FILES_PER_MAP_TASK):
+            groups.append(group)
+            group, size = [], 0
+        group.append(path)
+        size += sizes.get(path, 0)
+    if group:
+        groups.append(group)
+    return groups
+
+
+def _bucketed(output: str, paths: list[str], decided: bool, buckets: int) -> Any:
+    """One resume map task: the rows of ``paths`` (listing rows, or the ids of results when
+    ``decided``) cut into ``buckets`` tables by the hash of their id (one return per bucket)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    fs, _ = filesystem(output)
+    tables = []
+    for path in paths:
+        with fs.open(path, "rb") as f:
+            table = pq.read_table(f, columns=[VIDEO_ID] if decided else None)
+        tables.append(decided_for_buckets(table, buckets) if decided else listed_for_buckets(table, buckets))
+    table = pa.concat_tables(tables)
+    if buckets == 1:
+        return table
+    bucket = table.column(BUCKET).to_numpy()
+    table = table.take(pa.array(np.argsort(bucket, kind="stable")))
+    ends = np.cumsum(np.bincount(bucket, minlength=buckets))
+    return tuple(table.slice(int(end - count), int(count))
+                 for end, count in zip(ends, np.diff(ends, prepend=0), strict=True))
+
+
+def _resolved(*pieces: pa.Table) -> tuple[pa.Table, int]:
+    """One resume reduce task: a bucket's pieces resolved (its rows still to do, and how many)."""
+    table = resolve_bucket(pa.concat_tables(pieces))
+    return table, table.num_rows
+
+
+@dataclass
+class Pending:
+    """The rows a run still has to process: a materialized Dataset of ``rows`` rows."""
+
+    dataset: Any
+    rows: int
+
+
+def pending_rows(listing: Listing, output: str) -> Pending:
+    """The listed rows to process: unique ids, none decided by an earlier run.
+
+    A hash shuffle in Ray tasks: map tasks read listing files, and the id column of the files
+    in ``dataset/`` and ``rejected/``, in groups of :data:`BYTES_PER_MAP_TASK`, and cut their
+    rows into ``listing.buckets`` buckets by a hash of the id; one task per bucket
+    (:func:`resolve_bucket`) keeps the rows with an id of their own and not yet decided. The
+    driver holds object references only (map tasks x buckets) and one count per bucket; the
+    result is a Dataset of one block per bucket. (Ray Data's ``groupby().map_groups()`` did the
+    same work with ~20 s of fixed cost per run on a small cluster: its shuffle actors start
+    first.)"""
+    import ray
     import ray.data
 
     buckets = listing.buckets
-    arrow_fs = _arrow_fs(output)
-    parts = [read_listing(listing, output).map_batches(
-        listed_for_buckets, fn_kwargs={"buckets": buckets}, batch_format="pyarrow",
-        batch_size=LISTING_BATCH_ROWS, num_cpus=0.5)]
+    map_task = ray.remote(num_cpus=0.5, max_retries=3, num_returns=buckets)(_bucketed)
+    inputs: list[tuple[list[str], bool]] = []
+    _, listed = parquet_files(output, listing_folder_of(listing, output))
+    inputs += [(group, False) for group in _file_groups(output, listed)]
     for folder in RESULT_DIRS:
         _, files = parquet_files(output, folder)
-        if files:
-            decided = ray.data.read_parquet(files, filesystem=arrow_fs).select_columns([VIDEO_ID])
-            parts.append(decided.map_batches(
-                decided_for_buckets, fn_kwargs={"buckets": buckets}, batch_format="pyarrow",
-                batch_size=LISTING_BATCH_ROWS, num_cpus=0.5))
-    rows = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
-    return rows.groupby("id_bucket", num_partitions=buckets).map_groups(
-        resolve_bucket, batch_format="pyarrow", num_cpus=0.5)
+        inputs += [(group, True) for group in _file_groups(output, files)]
+    mapped = [map_task.remote(output, group, decided, buckets) for group, decided in inputs]
+    if buckets == 1:
+        mapped = [[ref] for ref in mapped]
+    reduce_task = ray.remote(num_cpus=0.5, max_retries=3, num_returns=2)(_resolved)
+    resolved = [reduce_task.remote(*[refs[b] for refs in mapped]) for b in range(buckets)]
+    del mapped
+    counts = ray.get([count for _, count in resolved])
+    tables = [table for (table, _), count in zip(resolved, counts, strict=True) if count]
+    if not tables:
+        tables = [resolved[0][0]]
+    return Pending(ray.data.from_arrow_refs(tables), sum(counts))
+
+
+def listing_folder_of(listing: Listing, output: str) -> str:
+    """The listing's folder relative to ``output`` (what :func:`parquet_files` takes)."""
+    prefix = output.rstrip("/") + "/"
+    return listing.path[len(prefix):] if listing.path.startswith(prefix) else listing.path

@@ -244,10 +244,10 @@ def resume(config: PipelineConfig) -> RunSummary:
     summary = RunSummary(output=config.output, inputs=listing.rows,
                          skipped_by_extension=Counter(dict(listing.skipped_by_extension)))
     summary.retried = drop_retryable(config.output)
-    pending = pending_rows(listing, config.output).materialize()
-    summary.todo = pending.count()
+    pending = pending_rows(listing, config.output)
+    summary.todo = pending.rows
     summary.skipped_done = listing.rows - summary.todo
-    summary.pending = pending if summary.todo else None
+    summary.pending = pending.dataset if summary.todo else None
     if summary.skipped_done or summary.retried:
         logger.info("resuming: %d of %d inputs already done, %d rejections retried",
                     summary.skipped_done, listing.rows, summary.retried)

@@ -22,7 +22,8 @@ class OnGpu(Operator):
 def test_stateless_operator_runs_as_task_pool():
     op = Stateless()
     kwargs = map_batches_kwargs(op, op.resources)
-    assert kwargs["fn_kwargs"] == {"op": op}
+    assert kwargs["fn_kwargs"] == {"op": op, "batch_size": op.resources.batch_size}
+    assert kwargs["batch_size"] is None  # the task chunks its block itself (run_in_chunks)
     assert "num_gpus" not in kwargs
     assert kwargs["batch_format"] == "numpy"
 

@@ -41,7 +41,9 @@ def config_of(tmp_path: Path, sources: list[dict]) -> PipelineConfig:
 def pending(config: PipelineConfig) -> dict[str, dict]:
     from ray_jobs.listing import pending_rows, write_listing
 
-    rows = pending_rows(write_listing(config), config.output).take_all()
+    result = pending_rows(write_listing(config), config.output)
+    rows = result.dataset.take_all()
+    assert result.rows == len(rows)
     by_id = {r["video_id"]: r for r in rows}
     assert len(by_id) == len(rows), "an id came out twice"
     return by_id
