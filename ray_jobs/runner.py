@@ -11,6 +11,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from operators.base import is_missing
 from operators.dataset.resume import remove_temp_files
 from operators.dataset.schema import CONFIG_FILE, STATS_FILE
@@ -200,8 +202,10 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
             ds = summary.pending.repartition(target_num_rows_per_block=block_rows(config, summary.todo))
             for op in ops:
                 ds = apply_operator(ds, op, config.stages.get(op.name))
+            ds = ds.map_batches(block_tally, batch_format="numpy", batch_size=None, num_cpus=0.25)
             for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
-                tally(summary, batch)
+                for counts in batch[TALLY]:
+                    add_tally(summary, counts)
         finally:
             stop_dedup_shards(shards)
             if services is not None:
@@ -252,6 +256,33 @@ def resume(config: PipelineConfig) -> RunSummary:
         logger.info("resuming: %d of %d inputs already done, %d rejections retried",
                     summary.skipped_done, listing.rows, summary.retried)
     return summary
+
+
+#: The column of :func:`block_tally`'s one row per block.
+TALLY = "tally"
+
+
+def block_tally(batch: dict[str, Any]) -> dict[str, Any]:
+    """A block of the writer's summary rows as one row of counts (JSON), on the workers: the
+    driver adds up one row per block instead of one per video."""
+    part = RunSummary(output="")
+    tally(part, batch)
+    counts = {"kept": part.kept, "rejected": [[s, r, n] for (s, r), n in part.rejected.items()],
+              "usage": dict(part.usage), "seconds": part.stage_seconds}
+    out = np.empty(1, dtype=object)
+    out[0] = json.dumps(counts)
+    return {TALLY: out}
+
+
+def add_tally(summary: RunSummary, counts: str) -> None:
+    """Add one :func:`block_tally` row to the run's counts."""
+    part = json.loads(counts)
+    summary.kept += part["kept"]
+    for stage, reason, n in part["rejected"]:
+        summary.rejected[(stage, reason)] += n
+    summary.usage.update(part["usage"])
+    for stage, seconds in part["seconds"].items():
+        summary.stage_seconds[stage] = summary.stage_seconds.get(stage, 0.0) + seconds
 
 
 def tally(summary: RunSummary, batch: dict[str, Any]) -> None:
