@@ -84,6 +84,13 @@ class Operator:
     #: blocks of exactly ``batch_size``, so each call gets that many rows (all but the last).
     exact_batches: ClassVar[bool] = False
 
+    #: True for a stage that opens the video itself (the probe, the sampler, the keyframe
+    #: re-read, clip files): it reads a shard member from ``source_bytes`` when the probe
+    #: handed them on. The pipeline list marks the last such stage ``releases_source``; the
+    #: adapter drops the bytes after it (and from every rejected row at once).
+    opens_source: ClassVar[bool] = False
+    releases_source: bool = False
+
     def keeps(self, column: str) -> bool:
         """Whether an ``exact_batches`` stage needs ``column`` (the rest is dropped before it)."""
         return True

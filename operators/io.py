@@ -17,7 +17,9 @@ import contextlib
 import io
 import os
 import re
+import threading
 import uuid
+from collections.abc import Iterator
 from typing import IO, Any, NamedTuple
 
 from operators.dataset.schema import TEMP_PREFIX
@@ -88,8 +90,38 @@ def ranged_member(uri: str) -> tuple[str, int, int] | None:
     return match["shard"], int(match["offset"]), int(match["size"])
 
 
+_HELD = threading.local()
+
+
+@contextlib.contextmanager
+def holding(uri: str, data: bytes | None) -> Iterator[None]:
+    """Within the block, :func:`open_binary` (and so every opener of a video) reads ``uri`` from
+    ``data``, the bytes an earlier stage read and handed on (``source_bytes``), instead of the
+    storage: a shard member is read once, by the probe, whatever stages open it after.
+    ``data=None`` changes nothing. Per thread, so concurrent batches do not see each other's."""
+    if data is None:
+        yield
+        return
+    held = getattr(_HELD, "by_uri", None)
+    if held is None:
+        held = _HELD.by_uri = {}
+    held[uri] = data
+    try:
+        yield
+    finally:
+        held.pop(uri, None)
+
+
+def held_bytes(uri: str) -> bytes | None:
+    """The bytes :func:`holding` put in place for ``uri`` on this thread, if any."""
+    return getattr(_HELD, "by_uri", {}).get(uri)
+
+
 def open_binary(uri: str) -> IO[bytes]:
     """Open ``uri`` for reading as a seekable binary file object."""
+    held = held_bytes(uri)
+    if held is not None:
+        return io.BytesIO(held)
     ranged = parse_range_uri(uri)
     if ranged is not None:
         # Members are small (a keyframe JPEG): read once into memory, seekable at no cost.

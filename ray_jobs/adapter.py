@@ -26,6 +26,7 @@ from operators.base import (
     normalize_batch,
     object_column,
 )
+from operators.dataset.schema import SOURCE_BYTES
 
 logger = logging.getLogger(__name__)
 
@@ -79,11 +80,30 @@ def run_operator(op: Operator, batch: Batch) -> Batch:
     start = time.perf_counter()
     batch = nulls_restored(batch)
     out = normalize_batch(op(batch)) if op.sees_rejected else apply_to_live_rows(op, batch)
-    out = arrow_friendly(out)
+    out = arrow_friendly(source_released(op, out))
     n = batch_size_of(out)
     if n and not op.sees_rejected:
         out[f"_t_{op.name}"] = np.full(n, (time.perf_counter() - start) / n)
     return out
+
+
+def source_released(op: Operator, batch: Batch) -> Batch:
+    """``source_bytes`` (a shard member's bytes, see :func:`operators.io.holding`) dropped from
+    rejected rows, and from every row after the last stage that opens the video: a row holds
+    its video's bytes only as long as a stage still needs them."""
+    values = batch.get(SOURCE_BYTES)
+    if values is None:
+        return batch
+    n = len(values)
+    if op.releases_source:
+        batch[SOURCE_BYTES] = object_column([None] * n)
+        return batch
+    dead = ~live_mask(batch)
+    if dead.any():
+        values = np.array(values, dtype=object)
+        values[dead] = None
+        batch[SOURCE_BYTES] = values
+    return batch
 
 
 def run_in_chunks(op: Operator, batch: Batch, size: int) -> Iterator[Batch]:

@@ -83,6 +83,9 @@ def build_pipeline(config: PipelineConfig) -> list[Operator]:
         op = stage.build(config)
         if op is not None:
             ops.append(op)
+    openers = [op for op in ops if op.opens_source]
+    if openers:
+        openers[-1].releases_source = True  # shard members' bytes go no further
     return ops
 
 

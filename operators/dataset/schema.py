@@ -39,6 +39,9 @@ TEMP_PREFIX = ".tmp-"
 VIDEO_ID = "video_id"
 SOURCE = "source"
 URI = "uri"
+#: A shard member's bytes, read once by the probe and handed on to the stages that open the
+#: video again (never written: released after the last of them, and with a rejection).
+SOURCE_BYTES = "source_bytes"
 CLIP_START = "clip_start"
 CLIP_END = "clip_end"
 DURATION = "duration"

@@ -13,8 +13,8 @@ import numpy as np
 
 from operators.base import Batch, Operator, Resources, RowRejected, cell, object_column
 from operators.dataset.archive import write_archive
-from operators.dataset.schema import KEYFRAMES_DIR
-from operators.io import join, write_bytes_atomic
+from operators.dataset.schema import KEYFRAMES_DIR, SOURCE_BYTES
+from operators.io import holding, join, write_bytes_atomic
 from operators.keyframes.select import KeyframeConfig, select_keyframes
 from operators.video.frames import decode_image, encode_jpeg
 
@@ -103,6 +103,7 @@ class SelectKeyframes(Operator):
     """
 
     name: ClassVar[str] = "select_keyframes"
+    opens_source: ClassVar[bool] = True
     input_columns: ClassVar[tuple[str, ...]] = (
         "video_id",
         "uri",
@@ -209,13 +210,14 @@ class SelectKeyframes(Operator):
         offset = float(clip_start) if clip_start is not None and not np.isnan(clip_start) else 0.0
         try:
             shown = (_int(batch, "width", i), _int(batch, "height", i))
-            frames = read_frames_at(
-                uri,
-                [offset + t for t in times],
-                self.config.image_longest_side,
-                _int(batch, "rotation", i),
-                display_size=shown if min(shown) > 0 else None,
-            )
+            with holding(uri, cell(batch, SOURCE_BYTES, i)):
+                frames = read_frames_at(
+                    uri,
+                    [offset + t for t in times],
+                    self.config.image_longest_side,
+                    _int(batch, "rotation", i),
+                    display_size=shown if min(shown) > 0 else None,
+                )
         except Exception as exc:  # unreadable source: this row's problem
             raise RowRejected("reread_failed", f"{uri}: {type(exc).__name__}: {exc}") from exc
         return [encode_jpeg(rgb, quality=self.config.jpeg_quality) for rgb in frames]

@@ -23,10 +23,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from operators.base import Batch, Operator, Resources, is_missing, object_column, reject
+from operators.base import Batch, Operator, Resources, cell, is_missing, object_column, reject
 from operators.dataset import schema as col
 from operators.dataset.writer import WriterConfig
-from operators.io import is_local, join, local_path, write_bytes_atomic
+from operators.io import holding, is_local, join, local_path, write_bytes_atomic
 from operators.keyframes.operator import safe_video_dir
 from operators.video.cut import Cut, cut_copy, cut_reencode
 from operators.video.decode import TOLERANCE_S
@@ -62,6 +62,7 @@ class CutClips(Operator):
     """Adds ``clip_path`` (None for whole files) and ``clip_file_start`` per row."""
 
     name: ClassVar[str] = "clip_files"
+    opens_source: ClassVar[bool] = True
     input_columns: ClassVar[tuple[str, ...]] = (col.VIDEO_ID, col.URI, col.CLIP_START, col.CLIP_END,
                                                 col.FILE_DURATION, col.ROTATION)
     output_columns: ClassVar[tuple[str, ...]] = (col.CLIP_PATH, col.CLIP_FILE_START)
@@ -85,7 +86,8 @@ class CutClips(Operator):
             if not is_span(row[col.CLIP_START], row[col.CLIP_END], row[col.FILE_DURATION]):
                 continue
             try:
-                paths[i], starts[i] = self._cut(row)
+                with holding(str(row[col.URI]), cell(batch, col.SOURCE_BYTES, i)):
+                    paths[i], starts[i] = self._cut(row)
             except VideoError as exc:
                 reject(batch, i, self.name, exc.reason, exc.detail)
             except Exception as exc:  # noqa: BLE001 - FFmpeg's many errors: this row's problem

@@ -21,7 +21,8 @@ from pydantic import Field
 
 from operators.base import Batch, Operator, Resources, cell
 from operators.config import StrictModel
-from operators.io import ranged_member
+from operators.dataset.schema import SOURCE_BYTES
+from operators.io import holding, open_binary, ranged_member
 from operators.video.opening import (
     VideoError,
     display_size,
@@ -66,11 +67,13 @@ class ProbeConfig(StrictModel):
         "before decoding anything: one 16k x 16k frame is 400 MB of YUV.",
     )
     max_source_bytes: int = Field(
-        2 << 30,
+        1 << 30,
         gt=0,
         description="Reject ('too_large') a tar-shard member larger than this before reading it: "
-        "a member is read into memory whole (one range read instead of a scan of the shard), so "
-        "this bounds a worker's memory per row. Plain files are streamed and not limited.",
+        "the probe reads a member whole (one range read, never a scan of the shard) and the row "
+        "carries its bytes (`source_bytes`) to the stages that open the video again (sampling, "
+        "the keyframe re-read, clip files), so the shard is read once; this bounds the memory "
+        "of a row. Plain files are streamed by each stage and not limited.",
     )
     decode_fallback: bool = Field(
         True,
@@ -265,15 +268,33 @@ def refused_frame_size(uri: str) -> tuple[int, int] | None:
     return None
 
 
+def check_member_size(uri: str, config: ProbeConfig) -> None:
+    """``too_large`` for a tar member over ``probe.max_source_bytes``, before reading it."""
+    held = ranged_member(uri)
+    if held is not None and held[2] > config.max_source_bytes:
+        raise VideoError("too_large", f"tar member of {held[2]} bytes > probe.max_source_bytes "
+                         f"{config.max_source_bytes}: {uri[:300]}")
+
+
+def read_member(uri: str, config: ProbeConfig) -> bytes | None:
+    """A ranged tar member's bytes (one range read, after the size check), to be handed on to
+    the later stages in ``source_bytes``; None for any other URI (read where it lies)."""
+    if ranged_member(uri) is None:
+        return None
+    check_member_size(uri, config)
+    try:
+        with open_binary(uri) as f:
+            return f.read()
+    except (OSError, EOFError) as exc:
+        raise VideoError("unreadable", f"{type(exc).__name__}: {exc}") from exc
+
+
 def probe_video(uri: str, config: ProbeConfig | None = None) -> VideoInfo:
     """Probe one file; raises :class:`VideoError` with a precise reason for bad input."""
     import av
 
     config = config or ProbeConfig()
-    held = ranged_member(uri)
-    if held is not None and held[2] > config.max_source_bytes:
-        raise VideoError("too_large", f"tar member of {held[2]} bytes > probe.max_source_bytes "
-                         f"{config.max_source_bytes}: {uri[:300]}")
+    check_member_size(uri, config)
     with open_video(uri) as (container, size):
         stream = video_stream(container)
         cc = stream.codec_context
@@ -375,6 +396,7 @@ class ProbeVideo(Operator):
     """Probe each row's video and clip; reject unreadable, corrupt, oversized or empty ones."""
 
     name: ClassVar[str] = "probe"
+    opens_source: ClassVar[bool] = True
     input_columns: ClassVar[tuple[str, ...]] = ("uri", "clip_start", "clip_end")
     output_columns: ClassVar[tuple[str, ...]] = (
         "duration",
@@ -388,6 +410,7 @@ class ProbeVideo(Operator):
         "codec",
         "num_frames",
         "size_bytes",
+        SOURCE_BYTES,
     )
 
     def __init__(self, config: ProbeConfig | None = None, resources: Resources | None = None) -> None:
@@ -400,7 +423,10 @@ class ProbeVideo(Operator):
         return self.map_rows(batch, lambda i: self._probe_row(batch, i))
 
     def _probe_row(self, batch: Batch, i: int) -> dict[str, Any]:
-        info = probe_video(str(batch["uri"][i]), self.config)
+        uri = str(batch["uri"][i])
+        data = read_member(uri, self.config)
+        with holding(uri, data):
+            info = probe_video(uri, self.config)
         start, end = clip_range(info, _seconds(cell(batch, "clip_start", i)),
                                 _seconds(cell(batch, "clip_end", i)))
         return {
@@ -415,6 +441,7 @@ class ProbeVideo(Operator):
             "codec": info.codec,
             "num_frames": info.num_frames,
             "size_bytes": info.size_bytes,
+            SOURCE_BYTES: data,
         }
 
 

@@ -26,6 +26,8 @@ from pydantic import Field
 
 from operators.base import Batch, Operator, Resources, cell
 from operators.config import StrictModel
+from operators.dataset.schema import SOURCE_BYTES
+from operators.io import holding
 from operators.video.decode import TOLERANCE_S, decoded_frames
 from operators.video.frames import encode_jpeg, fit_size
 from operators.video.opening import (
@@ -274,6 +276,7 @@ class SampleFrames(Operator):
     """Sample frames every ``every_s`` seconds of each clip, as JPEG bytes with their times."""
 
     name: ClassVar[str] = "sample_frames"
+    opens_source: ClassVar[bool] = True
     input_columns: ClassVar[tuple[str, ...]] = (
         "uri",
         "clip_start",
@@ -296,6 +299,10 @@ class SampleFrames(Operator):
 
     def _sample_row(self, batch: Batch, i: int) -> dict[str, Any]:
         uri = str(batch["uri"][i])
+        with holding(uri, cell(batch, SOURCE_BYTES, i)):
+            return self._sample(batch, i, uri)
+
+    def _sample(self, batch: Batch, i: int, uri: str) -> dict[str, Any]:
         start = float(cell(batch, "clip_start", i) or 0.0)
         duration = cell(batch, "duration", i)
         end = start + float(duration) if duration is not None else cell(batch, "clip_end", i)
