@@ -169,7 +169,7 @@ def approximate_scenario(data: ClusteredData, pool: int, queries: int) -> dict[s
     result.update(
         mode="approximate",
         device="cpu",
-        index=f"IVF{ann.nlist},{config.ivf_encoding.upper()} nprobe={ann.nprobe} rescore_k={config.rescore_k}",
+        index=f"IVF{ann.nlist},{config.ivf_encoding.upper()} nprobe={ann.nprobe} rescore_k={config.candidates}",
         pool=pool,
         build_s=build_s,
     )

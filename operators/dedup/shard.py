@@ -68,7 +68,7 @@ class ShardPool:
         if not len(self.store):
             return np.full(n, -np.inf), np.full(n, NONE, dtype=np.int64), [None] * n
         self.search.sync()
-        _, positions = self.search.search(x, self.config.rescore_k)
+        _, positions = self.search.search(x, self.config.candidates)
         valid = positions >= 0
         candidates = self.store.gather(np.where(valid, positions, 0))
         # Screen the candidates in float32 and rescore in float64 only those that can be the

@@ -105,9 +105,10 @@ def test_exact_mode_is_the_greedy_rule_for_any_batch_split(problem):
 
 
 def approximate_config(kind: str) -> DedupConfig:
-    """``ivf``, ``hnsw``, ``ivf-pq`` or ``ivf-pq4`` (IVF with 8- or 4-bit product-quantized
-    lists, rescoring 16)."""
-    pq = {"ivf_encoding": kind.split("-")[1], "ivf_pq_bytes": 16, "rescore_k": 16} if "-" in kind else {}
+    """``ivf`` (the default encoding, pq4), ``ivf-sq8``, ``ivf-pq``, ``ivf-pq4`` (IVF with 8-bit
+    scalar or 8- or 4-bit product-quantized lists; the default rescore_k for each, 4 or 16) or
+    ``hnsw``."""
+    pq = {"ivf_encoding": kind.split("-")[1], "ivf_pq_bytes": 16} if "-" in kind else {}
     return exact_config(
         mode="approximate",
         approximate_kind=kind.split("-")[0],
@@ -127,14 +128,15 @@ def clustered_with_duplicates(n=4000, d=64, seed=3) -> np.ndarray:
     return plant_near_duplicates(clustered(n, d, 60, rng, spread=(0.5, 1.0)), 0.3, rng)
 
 
-@pytest.mark.parametrize("kind", ["ivf", "ivf-pq", "ivf-pq4", "hnsw"])
+@pytest.mark.parametrize("kind", ["ivf", "ivf-sq8", "ivf-pq", "ivf-pq4", "hnsw"])
 def test_approximate_mode_agrees_with_exact(kind):
     x = clustered_with_duplicates()
     exact = decide_in_batches(GreedyDedupIndex(exact_config(), x.shape[1]), x, 256)
     index = GreedyDedupIndex(approximate_config(kind), x.shape[1])
     approx = decide_in_batches(index, x, 256)
     assert index.search.approximate_active
-    expected = {"ivf": "IndexIVFScalarQuantizer", "ivf-pq": "IndexIVFPQ", "ivf-pq4": "IndexIVFPQFastScan"}
+    expected = {"ivf": "IndexIVFPQFastScan", "ivf-sq8": "IndexIVFScalarQuantizer", "ivf-pq": "IndexIVFPQ",
+                "ivf-pq4": "IndexIVFPQFastScan"}
     assert type(index.search.ann).__name__ == expected.get(kind, "IndexHNSWFlat")
     agreement = np.mean([a.kept == e.kept for a, e in zip(approx, exact, strict=True)])
     assert agreement >= 0.99
@@ -166,6 +168,26 @@ def test_resume_from_kept_rows_decides_the_same(mode):
         return [(d.kept, d.rank) if d.kept else d for d in decisions]
 
     assert deciding(before + after) == deciding(one_pass)
+
+
+def test_default_ivf_is_fast_scan_pq_with_lists_growing_as_the_root_of_the_pool():
+    config = DedupConfig(mode="approximate")
+    assert (config.ivf_encoding, config.ivf_nlist, config.candidates) == ("pq4", "sqrt", 16)
+    assert DedupConfig(mode="approximate", ivf_encoding="sq8").candidates == 4
+    assert DedupConfig(mode="approximate", ivf_encoding="sq8", rescore_k=9).candidates == 9
+
+
+def test_the_default_ivf_decides_the_same_whatever_the_batch_size():
+    """Fast-scan search must not make a keep/drop decision depend on how many queries a batch
+    holds."""
+    config = approximate_config("ivf")
+    x = clustered_with_duplicates(n=2000, seed=11)
+    runs = [decide_in_batches(GreedyDedupIndex(config, x.shape[1]), x, size) for size in (1, 37, 256)]
+    assert runs[0][-1].rank == len(x) - 1 and 0 < sum(d.kept for d in runs[0]) < len(x)
+    assert [d.kept for d in runs[0]] == [d.kept for d in runs[1]] == [d.kept for d in runs[2]]
+    # Which kept video is named nearest may differ where the index was (re)built at another
+    # pool size (a batch boundary), as with every IVF encoding; a drop is always a true one.
+    assert all(d.similarity >= THRESHOLD for run in runs for d in run if not d.kept)
 
 
 @pytest.mark.parametrize("mode", ["exact", "ivf", "hnsw"])
