@@ -269,6 +269,8 @@ def main() -> None:
                         "and rebuild sections (default 1M, --quick 100k)")
     parser.add_argument("--sharding-queries", type=int, default=None,
                         help="queries of the sharding section (default as the others: 4096, --quick 2048)")
+    parser.add_argument("--sharding-parts", default="4,16",
+                        help="sharding: part counts to compare with the single exact greedy")
     parser.add_argument("--per-shard-variants", default="sq8,pq,pq4",
                         help="per_shard: per-part IVF encodings to measure (sq8, pq, pq4)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "dedup.json"))
@@ -288,7 +290,8 @@ def main() -> None:
         print(table(results))
     if "sharding" in sections:
         results["sharding"] = sharded_agreement(data, big, args.sharding_queries or queries, measure, build_pool,
-                                                stream_with_own_duplicates, quick=args.quick)
+                                                stream_with_own_duplicates, quick=args.quick,
+                                                parts=tuple(int(p) for p in args.sharding_parts.split(",")))
     if "per_shard" in sections:
         results["per_shard"] = per_shard_cost(data, big, queries,
                                               variants=tuple(args.per_shard_variants.split(",")))

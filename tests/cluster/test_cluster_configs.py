@@ -220,3 +220,13 @@ def test_dockerfile_builds_on_a_real_ray_image_of_the_same_version():
     for package in ("operators", "ray_jobs", "cluster"):
         assert re.search(rf"^COPY .*\b{package}\b", text, flags=re.M), package
     assert "pip install" in text
+
+
+def test_the_image_keeps_blocks_out_of_the_drivers_heap_as_a_local_run_does():
+    """The cluster image sets the same inline-result limit as the private local Ray."""
+    from ray_jobs.runner import INLINE_RESULT_BYTES, worker_env
+
+    text = (CLUSTER / "Dockerfile").read_text()
+    match = re.search(r"^ENV RAY_max_direct_call_object_size=(\d+)$", text, re.MULTILINE)
+    assert match is not None and int(match.group(1)) == INLINE_RESULT_BYTES < 100 * 1024
+    assert worker_env()["env_vars"]["RAY_max_direct_call_object_size"] == str(INLINE_RESULT_BYTES)
