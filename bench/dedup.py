@@ -291,7 +291,7 @@ def main() -> None:
     if "sharding" in sections:
         results["sharding"] = sharded_agreement(data, big, args.sharding_queries or queries, measure, build_pool,
                                                 stream_with_own_duplicates, quick=args.quick,
-                                                parts=tuple(int(p) for p in args.sharding_parts.split(",")))
+                                                part_counts=tuple(int(p) for p in args.sharding_parts.split(",")))
     if "per_shard" in sections:
         results["per_shard"] = per_shard_cost(data, big, queries,
                                               variants=tuple(args.per_shard_variants.split(",")))

@@ -74,7 +74,7 @@ def _timed(fn, *args) -> tuple[Any, float, float]:
 
 
 def sharded_agreement(data: Any, pool: int, queries: int, measure, build_pool, own_duplicates,
-                      quick: bool = False, parts: tuple[int, ...] = (4, 16)) -> dict[str, Any]:
+                      quick: bool = False, part_counts: tuple[int, ...] = (4, 16)) -> dict[str, Any]:
     stream = data.stream(queries, pool)
     data = CachedPool(data, pool)
     reference = build_pool(DedupConfig(mode="exact", use_gpu=False), data, pool)
@@ -82,7 +82,7 @@ def sharded_agreement(data: Any, pool: int, queries: int, measure, build_pool, o
     del reference
     gc.collect()
     rows = []
-    for shards in parts:
+    for shards in part_counts:
         for probe in (1, 2, 3):
             config = DedupConfig(mode="exact", use_gpu=False, shards=shards, probe_shards=probe,
                                  train_size=TRAIN_SIZE)
@@ -96,17 +96,18 @@ def sharded_agreement(data: Any, pool: int, queries: int, measure, build_pool, o
             print(f"sharding: {rows[-1]}", flush=True)
             del index
             gc.collect()
-    full = full_run(data.data, own_duplicates, 15_000 if quick else 20_000, measure, parts)
+    full = full_run(data.data, own_duplicates, 15_000 if quick else 20_000, measure, part_counts)
     return {"pool": pool, "reference": {"kept": ref["kept_fraction"], "cpu_s": ref_cpu, "wall_s": ref_wall},
             "against_pool": rows, "full_run": full}
 
 
-def full_run(data: Any, own_duplicates, n: int, measure, parts: tuple[int, ...] = (4, 16)) -> dict[str, Any]:
+def full_run(data: Any, own_duplicates, n: int, measure,
+             part_counts: tuple[int, ...] = (4, 16)) -> dict[str, Any]:
     """From an empty pool: the parts are trained on the first n/5 kept, then take over."""
     stream = own_duplicates(data, n)
     ref = measure(GreedyDedupIndex(DedupConfig(use_gpu=False), data.dim), stream)
     rows = []
-    for shards in parts:
+    for shards in part_counts:
         for probe in (1, 2, 3):
             config = DedupConfig(use_gpu=False, shards=shards, probe_shards=probe, train_size=n // 5)
             parts = [LocalShard(config, data.dim) for _ in range(shards)]

@@ -92,7 +92,7 @@ def source_released(op: Operator, batch: Batch) -> Batch:
     rejected rows, and from every row after the last stage that opens the video: a row holds
     its video's bytes only as long as a stage still needs them."""
     values = batch.get(SOURCE_BYTES)
-    if values is None:
+    if values is None or all(v is None for v in values):  # plain files: nothing is held
         return batch
     n = len(values)
     if op.releases_source:

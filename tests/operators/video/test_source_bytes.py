@@ -76,7 +76,7 @@ def test_probe_sampling_and_reread_read_each_member_once(shard_rows, tmp_path, m
     # The same frames as reading the members where they lie, three times each.
     reads.clear()
     plain = _batch(rows)
-    direct = [run_operator(op, plain) for op in stages[:1]][0]
+    direct = run_operator(stages[0], plain)
     assert len(reads) == 2
     direct[SOURCE_BYTES] = object_column([None, None])  # nothing handed on: each stage reads
     direct = _run(stages[1:], direct)
