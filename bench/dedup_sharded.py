@@ -3,7 +3,8 @@
 
 - sharding: decisions of ``ShardedPool`` (parts held in this process, exact search in each, so
   only the sharding differs) against the single exact greedy pool, on the stream of
-  ``bench/dedup.py`` against the same pool, for 4 and 16 parts probing 1, 2, 3; and a full
+  ``bench/dedup.py`` against the same pool, for 4 and 16 parts probing 1, 2, 3, without a
+  probe margin and with the default one (parts searched per query reported); and a full
   greedy run from an empty pool (cascades included). 1 part is the reference itself.
 - per_shard: one part (``ShardPool``) with the per-part index (IVF, nlist ~ sqrt(n), SQ8,
   nprobe as default) at the pool size: queries per CPU-second of ``nearest()`` (search + exact
@@ -73,6 +74,15 @@ def _timed(fn, *args) -> tuple[Any, float, float]:
     return out, time.perf_counter() - wall, time.process_time() - cpu
 
 
+def _variants(part_counts: tuple[int, ...]):
+    """(parts, probe_shards, probe_margin): each probe count without a margin and with the
+    default one."""
+    for shards in part_counts:
+        for margin in (0.0, DedupConfig().probe_margin):
+            for probe in (1, 2, 3):
+                yield shards, probe, margin
+
+
 def sharded_agreement(data: Any, pool: int, queries: int, measure, build_pool, own_duplicates,
                       quick: bool = False, part_counts: tuple[int, ...] = (4, 16)) -> dict[str, Any]:
     stream = data.stream(queries, pool)
@@ -82,20 +92,20 @@ def sharded_agreement(data: Any, pool: int, queries: int, measure, build_pool, o
     del reference
     gc.collect()
     rows = []
-    for shards in part_counts:
-        for probe in (1, 2, 3):
-            config = DedupConfig(mode="exact", use_gpu=False, shards=shards, probe_shards=probe,
-                                 train_size=TRAIN_SIZE)
-            index = sharded_index(config, data, pool)
-            got, wall, cpu = _timed(measure, index, stream)
-            sizes = index.pool.sizes
-            rows.append({"shards": shards, "probe": probe, "queries": queries,
-                         "agreement": float(np.mean(np.array(got["kept"]) == np.array(ref["kept"]))),
-                         "kept": got["kept_fraction"], "cpu_s": cpu, "wall_s": wall,
-                         "part_min": int(sizes.min()), "part_max": int(sizes.max())})
-            print(f"sharding: {rows[-1]}", flush=True)
-            del index
-            gc.collect()
+    for shards, probe, margin in _variants(part_counts):
+        config = DedupConfig(mode="exact", use_gpu=False, shards=shards, probe_shards=probe,
+                             probe_margin=margin, train_size=TRAIN_SIZE)
+        index = sharded_index(config, data, pool)
+        got, wall, cpu = _timed(measure, index, stream)
+        sizes = index.pool.sizes
+        rows.append({"shards": shards, "probe": probe, "margin": margin, "queries": queries,
+                     "agreement": float(np.mean(np.array(got["kept"]) == np.array(ref["kept"]))),
+                     "parts_searched": index.pool.probes_per_query, "spread_dim": index.pool.spread_dim,
+                     "kept": got["kept_fraction"], "cpu_s": cpu, "wall_s": wall,
+                     "part_min": int(sizes.min()), "part_max": int(sizes.max())})
+        print(f"sharding: {rows[-1]}", flush=True)
+        del index
+        gc.collect()
     full = full_run(data.data, own_duplicates, 15_000 if quick else 20_000, measure, part_counts)
     return {"pool": pool, "reference": {"kept": ref["kept_fraction"], "cpu_s": ref_cpu, "wall_s": ref_wall},
             "against_pool": rows, "full_run": full}
@@ -107,14 +117,15 @@ def full_run(data: Any, own_duplicates, n: int, measure,
     stream = own_duplicates(data, n)
     ref = measure(GreedyDedupIndex(DedupConfig(use_gpu=False), data.dim), stream)
     rows = []
-    for shards in part_counts:
-        for probe in (1, 2, 3):
-            config = DedupConfig(use_gpu=False, shards=shards, probe_shards=probe, train_size=n // 5)
-            parts = [LocalShard(config, data.dim) for _ in range(shards)]
-            index = GreedyDedupIndex(config, data.dim, pool=ShardedPool(config, data.dim, parts))
-            got = measure(index, stream)
-            rows.append({"shards": shards, "probe": probe,
-                         "agreement": float(np.mean(np.array(got["kept"]) == np.array(ref["kept"])))})
+    for shards, probe, margin in _variants(part_counts):
+        config = DedupConfig(use_gpu=False, shards=shards, probe_shards=probe, probe_margin=margin,
+                             train_size=n // 5)
+        parts = [LocalShard(config, data.dim) for _ in range(shards)]
+        index = GreedyDedupIndex(config, data.dim, pool=ShardedPool(config, data.dim, parts))
+        got = measure(index, stream)
+        rows.append({"shards": shards, "probe": probe, "margin": margin,
+                     "parts_searched": index.pool.probes_per_query,
+                     "agreement": float(np.mean(np.array(got["kept"]) == np.array(ref["kept"])))})
     return {"vectors": n, "train_size": n // 5, "kept_exact": ref["kept_fraction"], "rows": rows}
 
 

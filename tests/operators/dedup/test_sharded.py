@@ -18,8 +18,9 @@ def config(**kw) -> DedupConfig:
     return DedupConfig(threshold=THRESHOLD, use_gpu=False, **kw)
 
 
-def sharded_index(shards: int, probe: int, train_size: int = 200, backends=None) -> GreedyDedupIndex:
-    cfg = config(shards=shards, probe_shards=probe, train_size=train_size)
+def sharded_index(shards: int, probe: int, train_size: int = 200, backends=None,
+                  margin: float = 0.0) -> GreedyDedupIndex:
+    cfg = config(shards=shards, probe_shards=probe, train_size=train_size, probe_margin=margin)
     backends = backends or [LocalShard(cfg, D) for _ in range(shards)]
     return GreedyDedupIndex(cfg, D, pool=ShardedPool(cfg, D, backends))
 
@@ -40,7 +41,18 @@ def test_probing_every_part_is_the_exact_greedy_rule(shards):
     np.testing.assert_allclose(sims, best, atol=1e-9)
 
 
-def test_planted_duplicates_across_a_part_boundary_are_caught_with_two_probes():
+@pytest.mark.parametrize("shards", [2, 4, 8])
+def test_a_full_margin_is_the_exact_greedy_rule_with_one_probe(shards):
+    x = data()
+    kept, nearest, _ = greedy_reference(x, THRESHOLD)
+    index = sharded_index(shards, 1, margin=float(np.sqrt(D)))  # the worst-case bound
+    decisions = decide_in_batches(index, x, 64)
+    assert [d.kept for d in decisions] == kept.tolist()
+    assert [d.nearest_id for d in decisions] == [f"v{i}" if i >= 0 else None for i in nearest]
+    assert 1.0 <= index.pool.probes_per_query <= shards
+
+
+def test_planted_duplicates_across_a_part_boundary_are_caught_with_two_probes_or_the_margin():
     x = data(1500, seed=1)
     probe1 = sharded_index(4, 1)
     decide_in_batches(probe1, x, 100)  # trains the parts on the first 200 kept
@@ -55,7 +67,7 @@ def test_planted_duplicates_across_a_part_boundary_are_caught_with_two_probes():
         r = rng.standard_normal(D)
         base = unit(mid + 0.8 * unit(r - (r @ axis) * axis))
         left, right = unit(base + 0.16 * axis), unit(base - 0.16 * axis)
-        homes = probe1.pool.assign(np.stack([left, right]))[:, 0]
+        homes = probe1.pool.home(np.stack([left, right]))
         if tuple(homes) == (0, 1):
             pairs.append((left, right))
     left = np.stack([p[0] for p in pairs])
@@ -78,6 +90,29 @@ def test_planted_duplicates_across_a_part_boundary_are_caught_with_two_probes():
     decide_in_batches(probe2, x, 100)
     np.testing.assert_array_equal(probe2.pool.centroids, centroids)  # same data, same parts
     assert dropped(probe2) == len(pairs)
+    # One probe and a margin: the pairs' offsets are aimed straight across the boundary (the
+    # worst case), 0.16 of the 0.45 a near-duplicate can reach, so a margin of 0.36 x the bound
+    # (z = 0.36 sqrt(d_eff)) is needed; the default z = 1 is for offsets that are not aimed.
+    margin = sharded_index(4, 1, margin=0.4 * np.sqrt(probe1.pool.spread_dim))
+    decide_in_batches(margin, x, 100)
+    assert dropped(margin) == len(pairs)
+    assert margin.pool.probes_per_query < 4
+
+
+def test_the_default_margin_misses_fewer_duplicates_than_a_second_probe_with_fewer_searches():
+    x = data(4000, seed=0)
+    kept, _, _ = greedy_reference(x, THRESHOLD)
+
+    def disagreements(probe: int, margin: float) -> tuple[int, float]:
+        index = sharded_index(8, probe, margin=margin)
+        decisions = decide_in_batches(index, x, 64)
+        return int(np.sum(np.array([d.kept for d in decisions]) != kept)), index.pool.probes_per_query
+
+    one, _ = disagreements(1, 0.0)
+    two, _ = disagreements(2, 0.0)
+    with_margin, searched = disagreements(1, DedupConfig().probe_margin)
+    assert with_margin < two < one
+    assert 1.0 < searched < 2.0
 
 
 def make_op(tmp_path, backends, **kw):
