@@ -63,7 +63,11 @@ class RayConfig(StrictModel):
         None, ge=1, description="Rows per block entering the first stage. None: from the number of "
         "rows to process and the cluster's CPUs (between 4 and 1024): small blocks stream a small "
         "run, large ones keep the per-block bookkeeping of millions of rows cheap.")
-
+    max_queued_blocks: int | None = Field(
+        64, ge=1, description="Most blocks a stage may have waiting for the stages after it before "
+        "it is given no new input (on top of Ray Data's byte-based backpressure, which blocks of "
+        "small rows never reach). Every waiting block costs the driver its bookkeeping, so this "
+        "keeps the driver's memory flat in the size of the input. None: Ray Data's policies only.")
 
     @model_validator(mode="after")
     def _local_settings_only_for_a_local_ray(self) -> RayConfig:

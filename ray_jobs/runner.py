@@ -154,7 +154,12 @@ def block_rows(config: PipelineConfig, rows: int) -> int:
 def set_execution_options(config: PipelineConfig) -> None:
     import ray.data
 
-    ray.data.DataContext.get_current().execution_options.preserve_order = config.ray.preserve_order
+    from ray_jobs.backpressure import bound_queued_blocks
+
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = config.ray.preserve_order
+    if config.ray.max_queued_blocks:
+        bound_queued_blocks(context, config.ray.max_queued_blocks)
 
 
 def bind_services(ops: list, services: LLMServices | None) -> list:
