@@ -118,6 +118,11 @@ class DedupConfig(StrictModel):
         True, description="Append every decision (id, rank, kept, nearest id, similarity, vector) to "
         "OUTPUT/dedup_log/ before the batch moves on; a restarted worker and a rerun rebuild the pool "
         "from it and never decide a logged video twice. Off only for throwaway runs.")
+    log_file_rows: int = Field(
+        50_000, ge=0, description="Decisions per log file once compacted: each batch is written as a "
+        "file of its own (durable before the batch moves on), and once the small files add up to "
+        "this many decisions they are merged into one (~150 MB at 768-d), so a 50M-video run "
+        "leaves ~1,000 log files instead of ~200,000. 0: never merge.")
     shards: int = Field(
         1, ge=1, description="Parts the pool is split into by coarse centroid, each searched by its "
         "own worker (a Ray actor). 1: the deciding worker holds the whole pool (exact greedy rule).")

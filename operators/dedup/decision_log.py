@@ -2,7 +2,10 @@
 
 ``OUTPUT/dedup_log/`` holds one Parquet file per decided batch, named by the first and last
 rank it holds (``000000000512-000000000767.parquet``) and written atomically (temporary name,
-then rename), so a file is either whole or absent. Columns: ``video_id``, ``dedup_rank``,
+then rename), so a file is either whole or absent. Once the batch files add up to
+``dedup.log_file_rows`` decisions they are merged into one file named by the whole range, and
+then removed; a reader skips a file whose range another file covers, so a merge cut short
+(merged file written, small ones not yet removed) reads the same. Columns: ``video_id``, ``dedup_rank``,
 ``kept``, ``nearest_id``, ``similarity`` and ``vector`` (the unit caption embedding as a
 fixed-size float32 list). ``centroids.npy`` holds the part centroids once trained.
 
@@ -39,6 +42,8 @@ COLUMNS = ("video_id", "dedup_rank", "kept", "nearest_id", "similarity", "vector
 VECTOR_PATH = "vector.list.element"  # the vector's values, as Parquet names the leaf column
 #: Log files read ahead during a rebuild.
 READ_AHEAD = max(2, min(8, os.cpu_count() or 2))
+#: Rows per Parquet row group of a log file (a merged file is read a group at a time).
+BATCH_ROWS_PER_GROUP = 8192
 _NAME = re.compile(r"(\d+)-(\d+)\.parquet$")
 
 
@@ -98,13 +103,19 @@ class LoggedIds:
 class DecisionLog:
     """Append and read ``OUTPUT/dedup_log/``."""
 
-    def __init__(self, output: str, compression: str = "zstd") -> None:
+    def __init__(self, output: str, compression: str = "zstd", file_rows: int = 0) -> None:
         self.output = output
         self.folder = join(output, LOG_FOLDER)
         self.compression = compression
+        self.file_rows = file_rows
+        self._unmerged: int | None = None  # decisions in files not merged yet (None: not counted)
 
     def files(self) -> list[LogFile]:
-        """Complete log files in rank order (temporary files have no rank in their name)."""
+        """Complete log files in rank order (temporary files have no rank in their name),
+        without those whose ranks a merged file holds too."""
+        return _uncovered(self._listed())
+
+    def _listed(self) -> list[LogFile]:
         fs, root = filesystem(self.folder)
         if not fs.exists(root):
             return []
@@ -114,7 +125,7 @@ class DecisionLog:
             match = _NAME.fullmatch(name)
             if match and not name.startswith("."):
                 found.append(LogFile(int(match[1]), int(match[2]), path))
-        return sorted(found, key=lambda f: f.first)
+        return found
 
     def append(self, ids: Sequence[str], ranks: Sequence[int], kept: Sequence[bool],
                nearest: Sequence[str | None], sims: Sequence[float | None], vectors: np.ndarray) -> None:
@@ -129,32 +140,74 @@ class DecisionLog:
             pa.array(list(kept), type=pa.bool_()), pa.array(list(nearest), type=pa.string()),
             pa.array(list(sims), type=pa.float64()), pa.FixedSizeListArray.from_arrays(flat, dim),
         ], schema=log_schema(dim))
+        if self.file_rows and self._unmerged is None:
+            self._unmerged = sum(f.last - f.first + 1 for f in self._small_files())
+        self._write(table, int(min(ranks)), int(max(ranks)))
+        if self.file_rows:
+            self._unmerged += len(ids)
+            if self._unmerged >= self.file_rows:
+                self.compact()
+
+    def _write(self, table: pa.Table, first: int, last: int) -> str:
         sink = io.BytesIO()
         # Dictionary encoding of the floats made files 1.5x the raw vectors and 3x slower to
         # read back; split float bytes compress to ~0.86x (measured on unit 768-d vectors).
-        pq.write_table(table, sink, compression=self.compression,
+        pq.write_table(table, sink, compression=self.compression, row_group_size=BATCH_ROWS_PER_GROUP,
                        use_dictionary=["video_id", "nearest_id"], use_byte_stream_split=[VECTOR_PATH])
-        first, last = int(min(ranks)), int(max(ranks))
-        write_bytes_atomic(join(self.folder, f"{first:012d}-{last:012d}.parquet"), sink.getvalue())
+        path = join(self.folder, f"{first:012d}-{last:012d}.parquet")
+        write_bytes_atomic(path, sink.getvalue())
+        return path
+
+    def _small_files(self) -> list[LogFile]:
+        """The files after the last one of ``file_rows`` decisions or more."""
+        files = self.files()
+        big = [i for i, f in enumerate(files) if f.last - f.first + 1 >= self.file_rows]
+        return files[big[-1] + 1:] if big else files
+
+    def compact(self) -> int:
+        """Merge the batch files written since the last merged file into one (then remove
+        them); the number of files merged. The only writer of the log calls it, between batches."""
+        small = self._small_files()
+        self._unmerged = 0
+        if len(small) < 2:
+            return 0
+        fs, _ = filesystem(self.folder)
+        tables = []
+        for f in small:
+            with fs.open(f.path, "rb") as handle:
+                tables.append(pq.read_table(handle))
+        first, last = small[0].first, small[-1].last
+        merged = self._write(pa.concat_tables(tables).combine_chunks(), first, last)
+        for f in self._listed():  # the merged files, and any a merge cut short left behind
+            if first <= f.first and f.last <= last and f.path.rstrip("/") != filesystem(merged)[1].rstrip("/"):
+                fs.rm(f.path)
+        logger.info("dedup: merged %d decision log files (ranks %d-%d)", len(small), small[0].first, small[-1].last)
+        return len(small)
 
     def tables(self, columns: Sequence[str] = COLUMNS, ahead: int = READ_AHEAD) -> Iterator[pa.Table]:
-        """The log's files in rank order, each as one table. ``ahead`` files are read and
-        decoded by a thread pool while the caller works on the current one (Parquet decoding
-        releases the GIL; on an object store the reads overlap their latency); at most
-        ``ahead`` tables are held beyond the one yielded."""
+        """The log in rank order, a Parquet row group (a batch file, or a part of a merged file)
+        at a time. ``ahead`` row groups are read and decoded by a thread pool while the caller
+        works on the current one (Parquet decoding releases the GIL; on an object store the
+        reads overlap their latency); at most ``ahead`` are held beyond the one yielded."""
         fs, _ = filesystem(self.folder)
 
-        def read(f: LogFile) -> pa.Table:
-            with fs.open(f.path, "rb") as handle:
-                return pq.read_table(handle, columns=list(columns), use_threads=False)
+        def groups() -> Iterator[tuple[LogFile, int]]:
+            for f in self.files():
+                with fs.open(f.path, "rb") as handle:
+                    count = pq.ParquetFile(handle).num_row_groups
+                yield from ((f, g) for g in range(count))
 
-        files = iter(self.files())
+        def read(f: LogFile, group: int) -> pa.Table:
+            with fs.open(f.path, "rb") as handle:
+                return pq.ParquetFile(handle).read_row_group(group, columns=list(columns), use_threads=False)
+
+        units = groups()
         with ThreadPoolExecutor(max_workers=max(1, ahead), thread_name_prefix="dedup-log") as pool:
-            pending: deque = deque(pool.submit(read, f) for f in islice(files, max(1, ahead)))
+            pending: deque = deque(pool.submit(read, *u) for u in islice(units, max(1, ahead)))
             while pending:
                 table = pending.popleft().result()
-                for f in islice(files, 1):
-                    pending.append(pool.submit(read, f))
+                for u in islice(units, 1):
+                    pending.append(pool.submit(read, *u))
                 yield table
 
     def dim(self) -> int | None:
@@ -196,6 +249,16 @@ class DecisionLog:
             return None
         with fs.open(path, "rb") as handle:
             return np.load(io.BytesIO(handle.read()))
+
+
+def _uncovered(files: list[LogFile]) -> list[LogFile]:
+    """``files`` in rank order without those whose range lies inside another's."""
+    out: list[LogFile] = []
+    for f in sorted(files, key=lambda f: (f.first, -f.last)):
+        if out and f.last <= out[-1].last:
+            continue  # its ranks are in a merged file
+        out.append(f)
+    return out
 
 
 @dataclass

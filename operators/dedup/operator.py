@@ -87,8 +87,10 @@ class SemanticDedup(Operator):
         import faiss  # noqa: F401  (fail here, not on the first batch, when faiss is missing)
 
         if self.config.enabled and self.config.log and self.output is not None:
-            self.log = DecisionLog(self.output)
+            self.log = DecisionLog(self.output, file_rows=self.config.log_file_rows)
             if self._rebuild_from_log():
+                if self.config.log_file_rows:
+                    self.log.compact()  # what an earlier run or worker left unmerged
                 return
         state = self._resume() if callable(self._resume) else self._resume
         if state is None:

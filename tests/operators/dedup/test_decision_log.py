@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -117,9 +118,10 @@ def run_with_restarts(out_dir, x, batch, restarts, **config):
 
 
 @pytest.mark.parametrize("shards", [1, 4])
-def test_restarts_mid_run_give_the_uninterrupted_result(tmp_path, shards):
+@pytest.mark.parametrize("file_rows", [0, 250])
+def test_restarts_mid_run_give_the_uninterrupted_result(tmp_path, shards, file_rows):
     x = stream()
-    config = {"shards": shards, "probe_shards": shards, "train_size": 300}
+    config = {"shards": shards, "probe_shards": shards, "train_size": 300, "log_file_rows": file_rows}
     calm = run_with_restarts(tmp_path / "calm", x, 100, set(), **config)
     restarted = run_with_restarts(tmp_path / "restarted", x, 100, {0, 4, 9}, **config)
     assert restarted == calm
@@ -128,3 +130,50 @@ def test_restarts_mid_run_give_the_uninterrupted_result(tmp_path, shards):
     assert [calm[0][f"v{i}"] for i in range(len(x))] == reference.tolist()
     if shards > 1:
         assert (tmp_path / "calm" / LOG_FOLDER / "centroids.npy").is_file()
+
+
+def logged(out_dir) -> list[tuple]:
+    log = DecisionLog(str(out_dir))
+    return [(r["video_id"], r["dedup_rank"], r["kept"], r["nearest_id"])
+            for t in log.tables(("video_id", "dedup_rank", "kept", "nearest_id")) for r in t.to_pylist()]
+
+
+def decide_all(out_dir, x, batch: int, **config) -> None:
+    op = operator(out_dir, **config)
+    for s in range(0, len(x), batch):
+        apply_to_live_rows(op, batch_of([f"v{i}" for i in range(s, min(len(x), s + batch))], x[s:s + batch]))
+
+
+def test_batch_files_are_merged_once_they_hold_log_file_rows_decisions(tmp_path):
+    x = stream()[:1000]
+    decide_all(tmp_path / "merged", x, 50, log_file_rows=300)
+    decide_all(tmp_path / "plain", x, 50, log_file_rows=0)
+    names = sorted(p.name for p in (tmp_path / "merged" / LOG_FOLDER).glob("*.parquet"))
+    # 20 batches of 50: merged at 300, 600 and 900 decisions, one batch file after that.
+    assert names == ["000000000000-000000000299.parquet", "000000000300-000000000599.parquet",
+                     "000000000600-000000000899.parquet", "000000000900-000000000949.parquet",
+                     "000000000950-000000000999.parquet"]
+    assert len(list((tmp_path / "plain" / LOG_FOLDER).glob("*.parquet"))) == 20
+    assert logged(tmp_path / "merged") == logged(tmp_path / "plain")
+    # A restart merges what is left before it decides anything.
+    operator(tmp_path / "merged", log_file_rows=300)
+    names = sorted(p.name for p in (tmp_path / "merged" / LOG_FOLDER).glob("*.parquet"))
+    assert names[-1] == "000000000900-000000000999.parquet" and len(names) == 4
+
+
+def test_a_merge_cut_short_reads_the_same(tmp_path):
+    x = stream()[:400]
+    decide_all(tmp_path, x, 50, log_file_rows=0)
+    before = logged(tmp_path)
+    folder = tmp_path / LOG_FOLDER
+    small = sorted(folder.glob("*.parquet"))
+    # The merged file written, the small ones not removed yet: as if the worker died there.
+    log = DecisionLog(str(tmp_path), file_rows=10_000)
+    merged = pa.concat_tables([pq.read_table(p) for p in small[2:6]])
+    pq.write_table(merged, folder / "000000000100-000000000299.parquet")
+    assert len(log.files()) == 5
+    assert logged(tmp_path) == before
+    # The next merge takes the covered files away and keeps every decision once.
+    assert log.compact() == 5
+    assert [p.name for p in sorted(folder.glob("*.parquet"))] == ["000000000000-000000000399.parquet"]
+    assert logged(tmp_path) == before
