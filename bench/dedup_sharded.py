@@ -9,7 +9,8 @@
 - per_shard: one part (``ShardPool``) with the per-part index (IVF, nlist ~ sqrt(n), SQ8,
   nprobe as default) at the pool size: queries per CPU-second of ``nearest()`` (search + exact
   rescore), and by arithmetic the parts needed for a 50M pool at 2,000 decisions/s.
-- rebuild: a decision log of N kept vectors written with ``DecisionLog``, then
+- rebuild: a decision log of N kept vectors written with ``DecisionLog`` (batch files merged at
+  ``dedup.log_file_rows`` as a run merges them), then
   ``SemanticDedup.setup()`` in a fresh process: wall and CPU seconds, peak RSS.
 
 CPU figures are ``time.process_time`` (all threads of this process), so other work on the
@@ -221,7 +222,7 @@ print(json.dumps({{"wall_s": time.perf_counter() - wall, "cpu_s": time.process_t
 
 def rebuild_from_log(data: Any, kept: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="sg4v-dedup-log-") as out:
-        log = DecisionLog(out)
+        log = DecisionLog(out, file_rows=DedupConfig().log_file_rows)  # merged as a run merges it
         wall = time.perf_counter()
         for first, vectors in data.pool(kept):
             for s in range(0, len(vectors), BATCH):
@@ -230,10 +231,11 @@ def rebuild_from_log(data: Any, kept: int) -> dict[str, Any]:
                 log.append([f"p{i}" for i in range(start, start + len(part))], range(start, start + len(part)),
                            [True] * len(part), [None] * len(part), [None] * len(part), part)
         write_s = time.perf_counter() - wall
-        size = sum(p.stat().st_size for p in Path(out, "dedup_log").iterdir())
+        logged = list(Path(out, "dedup_log").iterdir())
+        size = sum(p.stat().st_size for p in logged)
         run = subprocess.run([sys.executable, "-c", REBUILD.format(root=str(ROOT), out=out)],
                              capture_output=True, text=True, check=True)
-    result = {"kept": kept, "files": -(-kept // BATCH), "log_gib": size / 2**30, "write_s": write_s,
+    result = {"kept": kept, "batches": -(-kept // BATCH), "files": len(logged), "log_gib": size / 2**30, "write_s": write_s,
               **json.loads(run.stdout.strip().splitlines()[-1])}
     print(f"rebuild: {result}", flush=True)
     return result
