@@ -1,6 +1,6 @@
 """docs/configuration.md, generated from the config models so that it cannot drift from them.
 
-    python -m operators.config_reference > docs/configuration.md
+    sg4v config-reference > docs/configuration.md
 
 Walks ``PipelineConfig`` field by field (name, type, default, description). A nested model is
 a section of its own; a union of models told apart by ``kind`` (the input sources) gets one
