@@ -43,7 +43,7 @@ VECTOR_PATH = "vector.list.element"  # the vector's values, as Parquet names the
 #: Log files read ahead during a rebuild.
 READ_AHEAD = max(2, min(8, os.cpu_count() or 2))
 #: Rows per Parquet row group of a log file (a merged file is read a group at a time).
-BATCH_ROWS_PER_GROUP = 8192
+BATCH_ROWS_PER_GROUP = 2048
 _NAME = re.compile(r"(\d+)-(\d+)\.parquet$")
 
 
