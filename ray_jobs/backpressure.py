@@ -52,8 +52,9 @@ def waiting_blocks(topology: Any, op: Any) -> int:
     return waiting
 
 
-def bound_queued_blocks(context: Any, max_blocks: int) -> None:
-    """Add the queued-blocks policy to ``context``'s backpressure policies (once)."""
+def bound_queued_blocks(context: Any, max_blocks: int | None) -> None:
+    """Add the queued-blocks policy to ``context``'s backpressure policies (once) with this
+    bound (None: no bound; the policy then lets every stage through)."""
     policies = [p for p in context.get_config(POLICIES_KEY) or ENABLED_BACKPRESSURE_POLICIES
                 if p is not QueuedBlocksBackpressurePolicy]
     context.set_config(POLICIES_KEY, [*policies, QueuedBlocksBackpressurePolicy])

@@ -158,8 +158,7 @@ def set_execution_options(config: PipelineConfig) -> None:
 
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = config.ray.preserve_order
-    if config.ray.max_queued_blocks:
-        bound_queued_blocks(context, config.ray.max_queued_blocks)
+    bound_queued_blocks(context, config.ray.max_queued_blocks)
 
 
 def bind_services(ops: list, services: LLMServices | None) -> list:

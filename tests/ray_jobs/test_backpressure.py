@@ -106,7 +106,7 @@ def most_waiting(limit: int | None, blocks: int = 200) -> int:
     import ray.data
 
     context = ray.data.DataContext.get_current()
-    saved = context.get_config(POLICIES_KEY), context.get_config(MAX_BLOCKS_KEY)
+    saved = {key: context.get_config(key) for key in (POLICIES_KEY, MAX_BLOCKS_KEY)}
     if limit:
         bound_queued_blocks(context, limit)
     try:
@@ -115,9 +115,12 @@ def most_waiting(limit: int | None, blocks: int = 200) -> int:
         ds = ds.map_batches(slow_stamp, batch_size=None, num_cpus=1,
                             compute=ray.data.TaskPoolStrategy(size=1))
         rows = ds.take_all()
-    finally:
-        context.set_config(POLICIES_KEY, saved[0])
-        context.set_config(MAX_BLOCKS_KEY, saved[1])
+    finally:  # the process's context as it was: later tests run Ray Data in this process
+        for key, value in saved.items():
+            if value is None:
+                context.remove_config(key)
+            else:
+                context.set_config(key, value)
     assert len(rows) == blocks
     produced = np.sort([r["produced"] for r in rows])
     consumed = np.sort([r["consumed"] for r in rows])
