@@ -43,9 +43,17 @@ def shard_memory_bytes(config: DedupConfig) -> int:
     return PROCESS_BYTES + shard_vectors(config) * bytes_per_vector(config)
 
 
+def log_merge_bytes(config: DedupConfig) -> int:
+    """A merge of the decision log's batch files: the files read, the merged table and its
+    Parquet bytes, ``log_file_rows`` decisions each (the vector plus ~100 bytes of the rest)."""
+    if not config.log or not config.log_file_rows:
+        return 0
+    return 3 * config.log_file_rows * (4 * config.embedding_dim + 100)
+
+
 def decider_memory_bytes(config: DedupConfig) -> int:
     """The deciding worker: the whole pool with one part, else the first ``train_size`` kept
-    vectors (held until the parts are trained); plus the logged-id lookup."""
+    vectors (held until the parts are trained); plus the logged-id lookup and a log merge."""
     held = config.pool_size if config.shards == 1 else min(config.train_size, config.pool_size)
     lookup = 16 * DECISIONS_PER_KEPT * config.pool_size if config.log else 0
-    return PROCESS_BYTES + held * bytes_per_vector(config) + lookup
+    return PROCESS_BYTES + held * bytes_per_vector(config) + lookup + log_merge_bytes(config)
