@@ -193,8 +193,10 @@ class DecisionLog:
 
         def groups() -> Iterator[tuple[LogFile, int]]:
             for f in self.files():
-                with fs.open(f.path, "rb") as handle:
-                    count = pq.ParquetFile(handle).num_row_groups
+                count = 1
+                if f.last - f.first + 1 > BATCH_ROWS_PER_GROUP:  # a merged file: a few per run
+                    with fs.open(f.path, "rb") as handle:
+                        count = pq.ParquetFile(handle).num_row_groups
                 yield from ((f, g) for g in range(count))
 
         def read(f: LogFile, group: int) -> pa.Table:
