@@ -8,10 +8,14 @@ fresh process (`--child`) so that peak RSS is that run's alone. Reported per run
 - listing time (wall) and the driver's CPU seconds for it;
 - rows/s through the pipeline (probe, filter, frames, writer; model stages off) by wall clock,
   and per CPU-second of every process of the local Ray (driver, raylet, workers);
-- the driver's peak RSS (``ru_maxrss``) and the object store's peak bytes in use (polled);
+- the driver's peak RSS: the job's own process and the window process it runs the stages in
+  (``ray.window_rows``, :mod:`ray_jobs.windows`) together, polled every 0.1 s, and each alone
+  (``ru_maxrss`` of the job's process; the largest window process); the object store's peak
+  bytes in use (polled);
 - resume: a rerun on the full output (every row already decided), wall seconds.
 
-Usage: ``python bench/scale.py [--sizes 100000 1000000] [--json bench/results/scale.json]``.
+Usage: ``python bench/scale.py [--sizes 100000 1000000] [--window-rows N] [--json bench/results/scale.json]``
+(``--window-rows 0``: the stages in the job's own process, as before windows).
 """
 
 from __future__ import annotations
@@ -60,10 +64,13 @@ def object_store_used() -> int:
 
 
 def tree_cpu_seconds() -> float:
+    """CPU seconds of this process, its live descendants, and its ended children (window
+    processes)."""
     import psutil
 
     me = psutil.Process()
-    total = 0.0
+    ended = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = ended.ru_utime + ended.ru_stime
     for proc in [me, *me.children(recursive=True)]:
         try:
             t = proc.cpu_times()
@@ -73,7 +80,22 @@ def tree_cpu_seconds() -> float:
     return total
 
 
-def child(kind: str, clips: int, work: Path) -> dict:
+def driver_rss() -> tuple[int, int]:
+    """RSS of this process, and of its window processes (together), in bytes."""
+    import psutil
+
+    me = psutil.Process()
+    windows = 0
+    for proc in me.children():
+        try:
+            if "ray_jobs.windows" in " ".join(proc.cmdline()):
+                windows += proc.memory_info().rss
+        except psutil.Error:
+            continue
+    return me.memory_info().rss, windows
+
+
+def child(kind: str, clips: int, work: Path, window_rows: int | None) -> dict:
     """One size, one input kind, in this process: listing, run, rerun."""
     import ray
 
@@ -92,11 +114,13 @@ def child(kind: str, clips: int, work: Path) -> dict:
         "ray": {"num_cpus": 2},
         "steps": {"short_caption": False, "dedup": False, "keyframes": False, "captions": False},
     })
+    if window_rows is not None:
+        config = config.model_copy(update={"ray": config.ray.model_copy(update={"window_rows": window_rows})})
     init_ray(config)
-    peak = {"store": 0}
+    peak = {"store": 0, "together": 0, "window": 0}
     stop = threading.Event()
 
-    def poll() -> None:
+    def poll_store() -> None:
         while not stop.is_set():
             try:
                 peak["store"] = max(peak["store"], object_store_used())
@@ -104,7 +128,15 @@ def child(kind: str, clips: int, work: Path) -> dict:
                 pass
             stop.wait(0.5)
 
-    threading.Thread(target=poll, daemon=True).start()
+    def poll_rss() -> None:
+        while not stop.is_set():
+            own, windows = driver_rss()
+            peak["together"] = max(peak["together"], own + windows)
+            peak["window"] = max(peak["window"], windows)
+            stop.wait(0.1)
+
+    threading.Thread(target=poll_store, daemon=True).start()
+    threading.Thread(target=poll_rss, daemon=True).start()
     rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0, c0 = time.perf_counter(), time.process_time()
     listing = write_listing(config)
@@ -124,8 +156,14 @@ def child(kind: str, clips: int, work: Path) -> dict:
         "processed": summary.kept + summary.rejected_total,
         "resume_s": round(resume_s, 2), "resume_processed": again.kept + again.rejected_total,
         "resume_skipped": again.skipped_done,
+        "window_rows": config.ray.window_rows,
         "driver_rss_start_mib": round(rss_start, 1),
-        "driver_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        # The job's process and its window process together (polled), never less than the
+        # job's process alone.
+        "driver_peak_rss_mib": round(max(peak["together"] / 2**20,
+                                         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), 1),
+        "job_process_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "window_process_peak_rss_mib": round(peak["window"] / 2**20, 1),
         "object_store_peak_mib": round(peak["store"] / 2**20, 1),
     }
     result["rows_per_s"] = round(result["rows_per_s"], 1)
@@ -138,17 +176,20 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--kinds", nargs="+", default=["manifest", "panda70m"])
     parser.add_argument("--json", default=str(REPO / "bench" / "results" / "scale.json"))
+    parser.add_argument("--window-rows", type=int, default=None,
+                        help="ray.window_rows for the runs (default: the config's default)")
     parser.add_argument("--child", nargs=3, metavar=("KIND", "CLIPS", "WORK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         kind, clips, work = args.child
-        print(json.dumps(child(kind, int(clips), Path(work))))
+        print(json.dumps(child(kind, int(clips), Path(work), args.window_rows)))
         return
     results = []
     for clips in args.sizes:
         for kind in args.kinds:
             with tempfile.TemporaryDirectory(prefix="sg4v-scale-") as work:
-                proc = subprocess.run([sys.executable, __file__, "--child", kind, str(clips), work],
+                extra = [] if args.window_rows is None else ["--window-rows", str(args.window_rows)]
+                proc = subprocess.run([sys.executable, __file__, *extra, "--child", kind, str(clips), work],
                                       capture_output=True, text=True, cwd=REPO,
                                       env={**os.environ, "PYTHONPATH": str(REPO)})
                 if proc.returncode != 0:
@@ -159,7 +200,8 @@ def main() -> None:
                 print(f"{r['kind']:9s} {r['clips']:>9,d} clips: listing {r['listing_s']:7.1f}s "
                       f"(driver CPU {r['listing_driver_cpu_s']:.1f}s), run {r['run_s']:7.1f}s = "
                       f"{r['rows_per_s']:8.1f} rows/s, {r['rows_per_cpu_s']:7.1f} rows/CPU-s, "
-                      f"resume {r['resume_s']:6.1f}s, driver peak RSS {r['driver_peak_rss_mib']:.0f} MiB, "
+                      f"resume {r['resume_s']:6.1f}s, driver peak RSS {r['driver_peak_rss_mib']:.0f} MiB "
+                      f"(job {r['job_process_peak_rss_mib']:.0f}, window {r['window_process_peak_rss_mib']:.0f}), "
                       f"object store peak {r['object_store_peak_mib']:.0f} MiB", flush=True)
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)

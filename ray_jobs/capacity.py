@@ -57,7 +57,7 @@ def check_capacity(config: PipelineConfig, ops: list, poll_s: float = POLL_S) ->
     never can (see module)."""
     import ray
 
-    from ray_jobs.dedup_shards import check_dedup_memory, shard_cpus
+    from ray_jobs.dedup_shards import check_dedup_memory, dedup_actor_cpus
 
     stages = [(op, resolve_resources(op, config.stages.get(op.name))) for op in ops]
     on_cluster = bool(config.ray.address or os.environ.get("RAY_ADDRESS"))
@@ -65,7 +65,7 @@ def check_capacity(config: PipelineConfig, ops: list, poll_s: float = POLL_S) ->
 
     def available() -> dict[str, float]:
         have = dict(ray.cluster_resources())
-        have["CPU"] = have.get("CPU", 0.0) - shard_cpus(config)  # held by the dedup parts
+        have["CPU"] = have.get("CPU", 0.0) - dedup_actor_cpus(config)  # the dedup decider and parts
         return have
 
     problems = capacity_problems(stages, available())

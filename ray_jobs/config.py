@@ -69,6 +69,15 @@ class RayConfig(StrictModel):
         "small rows never reach). Every waiting block costs the driver its bookkeeping, so this "
         "keeps cheap first stages from running ahead over the whole input (1M listed rows: driver "
         "peak 289 MiB instead of 325). None: Ray Data's policies only.")
+    window_rows: int = Field(
+        250_000, ge=0, description="Rows per window: the stages run over the rows still to do one "
+        "window at a time, each in a fresh driver process on the same cluster (a child of the "
+        "job's driver, which keeps the listing, resume, API services, the dedup decider and parts, "
+        "and the counts). A Ray Data driver keeps some memory for every task it ever ran; a "
+        "window's process gives it back when it ends, so the job's driver memory stays the same at "
+        "any number of inputs. Each window starts its stages' workers anew (GPU stages load their "
+        "models again): larger windows cost fewer restarts and more driver memory. 0: run every "
+        "row in the job's own process (one window; memory grows with the run).")
 
     @model_validator(mode="after")
     def _local_settings_only_for_a_local_ray(self) -> RayConfig:

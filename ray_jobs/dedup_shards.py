@@ -122,6 +122,93 @@ def stop_dedup_shards(proxies: list[ShardProxy] | None) -> None:
         ray.kill(proxy.actor)
 
 
+class DeciderActor:
+    """The run's deciding dedup worker: a :class:`SemanticDedup` built once per run (its pool,
+    or its view of the parts, rebuilt from the decision log when it starts), called by the
+    ``semantic_dedup`` stage of every window in arrival order."""
+
+    def __init__(self, config: DedupConfig, output: str, shards: list[ShardProxy] | None) -> None:
+        from functools import partial
+
+        from operators.dataset.resume import dedup_resume_state
+        from operators.dedup.operator import SemanticDedup
+
+        self.op = SemanticDedup(config, resume=partial(dedup_resume_state, output), output=output,
+                                shards=shards)
+        self.op.setup()
+
+    def decide(self, ids: list[str], vectors: np.ndarray) -> list:
+        return self.op.decide(ids, vectors)
+
+    def take_ranks(self, n: int) -> list[int]:
+        return self.op.take_ranks(n)
+
+
+class DeciderProxy:
+    """What the ``semantic_dedup`` stage calls: the deciding actor, as ``decide`` and
+    ``take_ranks``. A call cut short by the actor's death is retried by Ray on its restarted
+    replacement (the log gives the batch's logged decisions back, so nothing is decided twice)."""
+
+    def __init__(self, actor: Any) -> None:
+        self.actor = actor
+
+    def decide(self, ids: list[str], vectors: np.ndarray) -> list:
+        import ray
+
+        return ray.get(self.actor.decide.remote(ids, vectors))
+
+    def take_ranks(self, n: int) -> list[int]:
+        import ray
+
+        return ray.get(self.actor.take_ranks.remote(n))
+
+
+def decider_actor_options(config: DedupConfig, name: str) -> dict[str, Any]:
+    from operators.dedup.operator import decider_resources
+
+    res = decider_resources(config)
+    options = {"name": name, "namespace": NAMESPACE, "get_if_exists": True, "num_cpus": res["num_cpus"],
+               "max_concurrency": 1, "max_restarts": -1, "max_task_retries": 3}
+    if res["memory_bytes"]:
+        options["memory"] = res["memory_bytes"]
+    if res["num_gpus"]:
+        options["num_gpus"] = res["num_gpus"]
+    return options
+
+
+def start_dedup_decider(config: PipelineConfig, run_id: str, shards: list[ShardProxy] | None) -> DeciderProxy | None:
+    """The run's deciding actor when the run has the dedup step (Ray must be up); None
+    otherwise. Owned by the job's driver, so it lasts the whole run, through every window; a
+    window's process gets the same actor by name."""
+    if not config.steps.dedup:
+        return None
+    import ray
+
+    name = f"sg4v-dedup-decider-{run_id}"
+    actor = ray.remote(DeciderActor).options(**decider_actor_options(config.dedup, name))
+    return DeciderProxy(actor.remote(config.dedup, config.output, shards))
+
+
+def stop_dedup_actors(shards: list[ShardProxy] | None, decider: DeciderProxy | None) -> None:
+    """End the deciding and part actors once the run is done (a driver that goes on, as in
+    tests or a notebook, would otherwise keep their CPUs and memory reserved)."""
+    import ray
+
+    if decider is not None:
+        ray.kill(decider.actor)
+    stop_dedup_shards(shards)
+
+
+def dedup_actor_cpus(config: PipelineConfig) -> float:
+    """CPUs the run's dedup actors (the decider, and the parts) hold for the whole run (not
+    available to the stages)."""
+    if not config.steps.dedup:
+        return 0.0
+    from operators.dedup.operator import decider_resources
+
+    return decider_resources(config.dedup)["num_cpus"] + shard_cpus(config)
+
+
 def shard_cpus(config: PipelineConfig) -> float:
     """CPUs the part actors hold for the whole run (not available to the stages)."""
     dedup = config.dedup

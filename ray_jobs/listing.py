@@ -9,7 +9,8 @@ rows still to process, decided on the workers.
 2. :func:`pending_rows`: retryable rejections are dropped from ``rejected/`` file by file (tasks),
    then the listing and the ids in ``dataset/`` and ``rejected/`` are grouped by a hash bucket of
    ``video_id`` (a Ray Data shuffle) and :func:`operators.dataset.pending.resolve_bucket` keeps,
-   per bucket, the rows with an id of their own and not yet decided.
+   per bucket, the rows with an id of their own and not yet decided, into
+   ``OUTPUT/pending/`` (one Parquet file per bucket), which the stages read window by window.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from operators.dataset.schema import (
     LISTING_PART,
     LISTING_ROW,
     LISTING_SCHEMA,
+    PENDING_DIR,
     REJECTED_DIR,
     RESULT_DIRS,
     VIDEO_ID,
@@ -48,6 +50,8 @@ logger = logging.getLogger(__name__)
 LISTING_BATCH_ROWS = 50_000
 #: Ids per resume bucket: a bucket's rows are held by one worker while it is resolved.
 ROWS_PER_BUCKET = 250_000
+#: Most resume buckets (a map task returns one object per bucket).
+MAX_BUCKETS = 4096
 #: Fields of a source's config that name a metadata file whose size and mtime the fingerprint takes.
 METADATA_FIELDS = ("csv", "path", "metadata")
 
@@ -60,9 +64,9 @@ class Listing:
     #: Files the sources left out for their extension, per extension (a few dozen keys at most).
     skipped_by_extension: tuple[tuple[str, int], ...] = ()
 
-    @property
-    def buckets(self) -> int:
-        return max(1, min(4096, -(-self.rows // ROWS_PER_BUCKET)))
+    def buckets(self, rows_per_bucket: int = ROWS_PER_BUCKET) -> int:
+        """Resume buckets for buckets of about ``rows_per_bucket`` listed rows (4,096 at most)."""
+        return max(1, min(MAX_BUCKETS, -(-self.rows // rows_per_bucket)))
 
 
 def source_prefixes(config: PipelineConfig) -> list[str | None]:
@@ -279,53 +283,86 @@ def _bucketed(output: str, paths: list[str], decided: bool, buckets: int) -> Any
                  for end, count in zip(ends, np.diff(ends, prepend=0), strict=True))
 
 
-def _resolved(*pieces: pa.Table) -> tuple[pa.Table, int]:
-    """One resume reduce task: a bucket's pieces resolved (its rows still to do, and how many)."""
+def _resolved(target: str, *pieces: pa.Table) -> int:
+    """One resume reduce task: a bucket's pieces resolved, its rows still to do written to
+    ``target`` (nothing when there are none); how many."""
+    import pyarrow.parquet as pq
+
     table = resolve_bucket(pa.concat_tables(pieces))
-    return table, table.num_rows
+    if table.num_rows:
+        fs, path = filesystem(target)
+        tmp = f"{path}.{os.getpid()}.partial"
+        with fs.open(tmp, "wb") as f:
+            pq.write_table(table, f, compression="zstd", row_group_size=LISTING_BATCH_ROWS)
+        fs.mv(tmp, path)
+    return table.num_rows
 
 
 @dataclass
 class Pending:
-    """The rows a run still has to process: a materialized Dataset of ``rows`` rows."""
+    """The rows a run still has to process: ``files`` (Parquet, one per resume bucket that has
+    any, with their row counts) under ``OUTPUT/pending/``, ``rows`` in all."""
 
-    dataset: Any
+    files: list[tuple[str, int]]
     rows: int
+    output: str = ""
+
+    @property
+    def dataset(self) -> Any:
+        """All of them as one Dataset."""
+        return read_pending([path for path, _ in self.files], self.output)
 
 
-def pending_rows(listing: Listing, output: str) -> Pending:
+def read_pending(paths: list[str], output: str) -> Any:
+    """A Dataset of the pending files ``paths`` (of the run on ``output``)."""
+    import ray.data
+
+    return ray.data.read_parquet(paths, filesystem=_arrow_fs(output), file_extensions=["parquet"])
+
+
+def clear_pending(output: str) -> None:
+    """Remove ``OUTPUT/pending/`` (an earlier run's, or this run's once it is done)."""
+    fs, path = filesystem(join(output, PENDING_DIR))
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+def pending_rows(listing: Listing, output: str, rows_per_bucket: int = ROWS_PER_BUCKET) -> Pending:
     """The listed rows to process: unique ids, none decided by an earlier run.
 
     A hash shuffle in Ray tasks: map tasks read listing files, and the id column of the files
     in ``dataset/`` and ``rejected/``, in groups of :data:`BYTES_PER_MAP_TASK`, and cut their
-    rows into ``listing.buckets`` buckets by a hash of the id; one task per bucket
-    (:func:`resolve_bucket`) keeps the rows with an id of their own and not yet decided. The
-    driver holds object references only (map tasks x buckets) and one count per bucket; the
-    result is a Dataset of one block per bucket. (Ray Data's ``groupby().map_groups()`` did the
-    same work with ~20 s of fixed cost per run on a small cluster: its shuffle actors start
-    first.)"""
+    rows into buckets of about ``rows_per_bucket`` listed rows (at most
+    :data:`ROWS_PER_BUCKET`) by a hash of the id; one task per bucket
+    (:func:`resolve_bucket`) keeps the rows with an id of their own and not yet decided and
+    writes them to ``OUTPUT/pending/bucket-BBBBB.parquet``. The driver holds object references
+    only (map tasks x buckets) and one count per bucket; the stages read the files, window by
+    window (:mod:`ray_jobs.windows`). (Ray Data's ``groupby().map_groups()`` did the same work
+    with ~20 s of fixed cost per run on a small cluster: its shuffle actors start first.)"""
     import ray
-    import ray.data
 
-    buckets = listing.buckets
+    clear_pending(output)
+    folder = join(output, PENDING_DIR)
+    fs, path = filesystem(folder)
+    fs.makedirs(path, exist_ok=True)
+    buckets = listing.buckets(min(rows_per_bucket, ROWS_PER_BUCKET))
     map_task = ray.remote(num_cpus=0.5, max_retries=3, num_returns=buckets)(_bucketed)
     inputs: list[tuple[list[str], bool]] = []
     _, listed = parquet_files(output, listing_folder_of(listing, output))
     inputs += [(group, False) for group in _file_groups(output, listed)]
-    for folder in RESULT_DIRS:
-        _, files = parquet_files(output, folder)
+    for result_dir in RESULT_DIRS:
+        _, files = parquet_files(output, result_dir)
         inputs += [(group, True) for group in _file_groups(output, files)]
     mapped = [map_task.remote(output, group, decided, buckets) for group, decided in inputs]
     if buckets == 1:
         mapped = [[ref] for ref in mapped]
-    reduce_task = ray.remote(num_cpus=0.5, max_retries=3, num_returns=2)(_resolved)
-    resolved = [reduce_task.remote(*[refs[b] for refs in mapped]) for b in range(buckets)]
+    reduce_task = ray.remote(num_cpus=0.5, max_retries=3)(_resolved)
+    targets = [join(folder, f"bucket-{b:05d}.parquet") for b in range(buckets)]
+    resolved = [reduce_task.remote(targets[b], *[refs[b] for refs in mapped]) for b in range(buckets)]
     del mapped
-    counts = ray.get([count for _, count in resolved])
-    tables = [table for (table, _), count in zip(resolved, counts, strict=True) if count]
-    if not tables:
-        tables = [resolved[0][0]]
-    return Pending(ray.data.from_arrow_refs(tables), sum(counts))
+    counts = ray.get(resolved)
+    files = [(target, count) for target, count in zip(targets, counts, strict=True) if count]
+    return Pending(files, sum(counts), output)
 
 
 def listing_folder_of(listing: Listing, output: str) -> str:

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 
 from operators.base import Operator
 from operators.captions.diffsw import DiffCaptioner
 from operators.captions.short_caption import ShortCaption
 from operators.captions.text_embed import TextEmbed
-from operators.dataset.resume import dedup_resume_state
 from operators.dataset.writer import WriteShards
 from operators.dedup.operator import SemanticDedup
 from operators.keyframes.clip_encoder import ClipEncode
@@ -59,7 +57,9 @@ STAGES: tuple[Stage, ...] = (
     Stage(ShortCaption, "short_caption", "short_caption", lambda c: ShortCaption(c.short_caption)),
     Stage(TextEmbed, "embed", "dedup", lambda c: TextEmbed(c.embed)),
     Stage(SemanticDedup, "dedup", "dedup",
-          lambda c: SemanticDedup(c.dedup, resume=partial(dedup_resume_state, c.output), output=c.output)),
+          # The job decides in its own deciding actor (ray_jobs/dedup_shards.py), which lives
+          # through every window of the run.
+          lambda c: SemanticDedup(c.dedup, output=c.output, remote_decider=True)),
     Stage(ClipEncode, "clip", "keyframes", lambda c: ClipEncode(c.clip)),
     Stage(SelectKeyframes, "keyframes", "keyframes",
           lambda c: SelectKeyframes(c.keyframes, output_dir=c.output)),

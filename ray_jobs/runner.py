@@ -8,6 +8,7 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,10 +22,10 @@ from operators.sources import list_source_rows
 from ray_jobs.adapter import apply_operator
 from ray_jobs.capacity import check_capacity
 from ray_jobs.config import ConfigError, PipelineConfig, resolved_yaml
-from ray_jobs.dedup_shards import start_dedup_shards, stop_dedup_shards
-from ray_jobs.listing import drop_retryable, pending_rows, write_listing
+from ray_jobs.dedup_shards import start_dedup_decider, start_dedup_shards, stop_dedup_actors
+from ray_jobs.listing import ROWS_PER_BUCKET, clear_pending, drop_retryable, pending_rows, write_listing
 from ray_jobs.pipeline import build_pipeline
-from ray_jobs.services import LLMServices, check_api_key, start_llm_services
+from ray_jobs.services import LLMServices, check_api_key, new_run_id, start_llm_services
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class RunSummary:
     exports: list[str] = field(default_factory=list)
     export_errors: list[str] = field(default_factory=list)
     todo: int = 0
-    #: The Ray Dataset of rows to process while the run goes on (not part of the summary).
+    #: The rows to process while the run goes on (a ``Pending``; not part of the summary).
     pending: Any = field(default=None, repr=False)
 
     @property
@@ -198,46 +199,64 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
     """Run the whole job and return its summary (also written to ``stats.json``).
 
     The driver holds no per-row state: the sources are listed into Parquet shards by tasks,
-    the rows still to do are found by a shuffle on the workers (:mod:`ray_jobs.listing`), and
-    the stages stream from there; the driver only adds up the writer's small summary rows."""
+    the rows still to do are found by a shuffle on the workers and written to
+    ``OUTPUT/pending/`` (:mod:`ray_jobs.listing`), and the stages stream from there, window by
+    window, each window in a process of its own (:mod:`ray_jobs.windows`); the driver only adds
+    up one small row of counts per block."""
+    from ray_jobs.windows import run_windows
+
     started = time.perf_counter()
     check_api_key(config)
     prepare_output(config)
     init_ray(config)
-    set_execution_options(config)
     summary = resume(config)
-    if summary.pending is not None:
-        services = start_llm_services(config)
-        shards = None
+    pending, summary.pending = summary.pending, None
+    if pending is not None:
+        run_id = new_run_id()
+        services = start_llm_services(config, run_id)
+        shards = decider = None
         try:
             if services is not None:
                 # The API stage talks to the endpoint the services point at (the local test
                 # server, in a smoke run).
                 config = config.model_copy(update={"llm": services.llm})
-            ops = bind_services(build_pipeline(config), services)
-            check_capacity(config, ops)
-            shards = start_dedup_shards(config)
-            if shards:
-                for op in ops:
-                    if "shards" in op.run_handles:
-                        op.bind(shards=shards)
-            ds = summary.pending.repartition(target_num_rows_per_block=block_rows(config, summary.todo))
-            for op in ops:
-                ds = apply_operator(ds, op, config.stages.get(op.name))
-            ds = ds.map_batches(block_tally, batch_format="numpy", batch_size=None, num_cpus=0.25)
-            for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
-                for counts in batch[TALLY]:
+            check_capacity(config, build_pipeline(config))
+            shards = start_dedup_shards(config, run_id)
+            decider = start_dedup_decider(config, run_id, shards)
+            if config.ray.window_rows:
+                run_windows(config, pending.files, run_id, lambda counts: add_tally(summary, counts))
+            else:
+                for counts in stream_stages(config, pending.dataset, pending.rows, services, decider):
                     add_tally(summary, counts)
         finally:
-            stop_dedup_shards(shards)
+            stop_dedup_actors(shards, decider)
             if services is not None:
                 services.close()
-    summary.pending = None
+        clear_pending(config.output)
     summary.wall_seconds = time.perf_counter() - started
     write_bytes_atomic(join(config.output, STATS_FILE),
                        json.dumps(summary.to_json(), indent=2).encode())
     run_exports(config, summary)
     return summary
+
+
+def stream_stages(config: PipelineConfig, dataset: Any, rows: int, services: LLMServices | None,
+                  decider: Any) -> Iterator[str]:
+    """Stream ``dataset`` (``rows`` rows still to do) through the stages and the writer, in this
+    process, with the run's shared actors (``services``, the dedup ``decider``); one
+    :func:`counts_json` string per block written."""
+    set_execution_options(config)
+    ops = bind_services(build_pipeline(config), services)
+    if decider is not None:
+        for op in ops:
+            if "decider" in op.run_handles:
+                op.bind(decider=decider)
+    ds = dataset.repartition(target_num_rows_per_block=block_rows(config, rows))
+    for op in ops:
+        ds = apply_operator(ds, op, config.stages.get(op.name))
+    ds = ds.map_batches(block_tally, batch_format="numpy", batch_size=None, num_cpus=0.25)
+    for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
+        yield from batch[TALLY]
 
 
 def run_exports(config: PipelineConfig, summary: RunSummary) -> None:
@@ -262,18 +281,19 @@ def run_exports(config: PipelineConfig, summary: RunSummary) -> None:
 def resume(config: PipelineConfig) -> RunSummary:
     """List the inputs (or reuse the listing) and find the rows an earlier run on the output
     has not decided. Rejections a rerun may fix are taken out of ``rejected/`` first, so each
-    video keeps exactly one decision, the new one. ``summary.pending`` is the Dataset of the
-    rows to process (materialized on the workers; None when there are none), ``summary.todo``
-    their number."""
+    video keeps exactly one decision, the new one. ``summary.pending`` holds the
+    rows to process (a :class:`ray_jobs.listing.Pending`: files under ``OUTPUT/pending/``; None
+    when there are none), ``summary.todo`` their number."""
     remove_temp_files(config.output)
     listing = write_listing(config)
     summary = RunSummary(output=config.output, inputs=listing.rows,
                          skipped_by_extension=Counter(dict(listing.skipped_by_extension)))
     summary.retried = drop_retryable(config.output)
-    pending = pending_rows(listing, config.output)
+    # A bucket's file is the smallest unit of a window: no larger than a window.
+    pending = pending_rows(listing, config.output, config.ray.window_rows or ROWS_PER_BUCKET)
     summary.todo = pending.rows
     summary.skipped_done = listing.rows - summary.todo
-    summary.pending = pending.dataset if summary.todo else None
+    summary.pending = pending if summary.todo else None
     if summary.skipped_done or summary.retried:
         logger.info("resuming: %d of %d inputs already done, %d rejections retried",
                     summary.skipped_done, listing.rows, summary.retried)
@@ -289,11 +309,16 @@ def block_tally(batch: dict[str, Any]) -> dict[str, Any]:
     driver adds up one row per block instead of one per video."""
     part = RunSummary(output="")
     tally(part, batch)
-    counts = {"kept": part.kept, "rejected": [[s, r, n] for (s, r), n in part.rejected.items()],
-              "usage": dict(part.usage), "seconds": part.stage_seconds}
     out = np.empty(1, dtype=object)
-    out[0] = json.dumps(counts)
+    out[0] = counts_json(part)
     return {TALLY: out}
+
+
+def counts_json(summary: RunSummary) -> str:
+    """The counts of ``summary`` (kept, rejected per reason, API usage, worker seconds) as the
+    JSON text :func:`add_tally` adds to another summary."""
+    return json.dumps({"kept": summary.kept, "rejected": [[s, r, n] for (s, r), n in summary.rejected.items()],
+                       "usage": dict(summary.usage), "seconds": summary.stage_seconds})
 
 
 def add_tally(summary: RunSummary, counts: str) -> None:

@@ -211,11 +211,21 @@ def check_api_key(config: PipelineConfig) -> None:
             "stage: --set steps.captions=false")
 
 
-def start_llm_services(config: PipelineConfig) -> LLMServices | None:
+def start_llm_services(config: PipelineConfig, run_id: str | None = None) -> LLMServices | None:
     """Start the API stage's shared services, when the run has that stage (Ray must be up)."""
     if not config.steps.captions:
         return None
     llm, stop = start_test_server_if_enabled(config.llm, config.test_server)
-    run_id = new_run_id()
+    run_id = run_id or new_run_id()
     return LLMServices(llm=llm, limiter=get_or_create_limiter(llm, run_id),
                        budget=get_or_create_budget(llm, run_id), stop_server=stop)
+
+
+def attach_llm_services(config: PipelineConfig, run_id: str) -> LLMServices | None:
+    """The services :func:`start_llm_services` started for run ``run_id``, from another driver
+    of the same cluster (a window's process, :mod:`ray_jobs.windows`). ``config.llm`` is the
+    one the services returned (already pointed at the test server, if the run has one)."""
+    if not config.steps.captions:
+        return None
+    return LLMServices(llm=config.llm, limiter=get_or_create_limiter(config.llm, run_id),
+                       budget=get_or_create_budget(config.llm, run_id), stop_server=lambda: None)

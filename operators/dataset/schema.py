@@ -10,6 +10,8 @@ drift waiting to happen.
       keyframes/            keyframe images (archives, see archive.py), referenced by KEYFRAME_PATHS
       llm_cache/            content-addressed API responses
       listing/FINGERPRINT/  the sources' rows as Parquet shards (LISTING_SCHEMA), reused by reruns
+      pending/              while a run goes on: the rows it still has to process, one file per
+                            resume bucket (removed when the run ends)
       stats.json            counts, timings, tokens, cost of the last run
       config.yaml           the resolved config, without secrets
 """
@@ -26,6 +28,8 @@ KEYFRAMES_DIR = "keyframes"
 EXPORTS_DIR = "exports"
 LLM_CACHE_DIR = "llm_cache"
 LISTING_DIR = "listing"
+#: The rows a run still has to process (its windows read them); rewritten by every run.
+PENDING_DIR = "pending"
 #: Written last into a listing's folder: the listing is complete (row counts per source).
 LISTING_DONE_FILE = "_listing.json"
 STATS_FILE = "stats.json"

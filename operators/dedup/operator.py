@@ -50,14 +50,20 @@ class SemanticDedup(Operator):
     loads it inside the worker) is for outputs written before the log existed: used only when
     the log is empty. ``shards`` are the parts of the pool when ``dedup.shards`` > 1 (Ray actor
     proxies from ``ray_jobs/dedup_shards.py``); without them the parts live in this worker.
+
+    In a job (``remote_decider``), the deciding happens in one actor of the job's own
+    (``ray_jobs/dedup_shards.py``, ``DeciderActor``, which holds an instance of this class):
+    the stage's workers come and go with each window of the run, and the pool and the log's
+    index stay where they are, built once per run.
     """
 
     name = "semantic_dedup"
     input_columns = ("video_id", "text_embedding")
     output_columns = ("dedup_rank", "dedup_similarity", "dedup_nearest_id")
     stateful = True
-    #: The part actors of the pool (``dedup.shards`` > 1), bound by the runner.
-    run_handles = ("shards",)
+    #: The part actors of the pool (``dedup.shards`` > 1), and the run's deciding actor (the
+    #: job's, see ``remote_decider``), bound by the runner.
+    run_handles = ("shards", "decider")
 
     def __init__(
         self,
@@ -66,24 +72,32 @@ class SemanticDedup(Operator):
         resume: ResumeSource | None = None,
         output: str | None = None,
         shards: Sequence[ShardBackend] | None = None,
+        remote_decider: bool = False,
     ) -> None:
+        #: Decide in the run's deciding actor (bound as ``decider``: ``decide`` and
+        #: ``take_ranks``, as this class has), which outlives the stage's workers; the stage
+        #: then only checks and normalizes embeddings and writes the decisions into the batch.
+        self.remote_decider = remote_decider
         super().__init__(config or DedupConfig(), resources)
         self._resume = resume
         self.output = output
         self.shards = shards
+        self.decider: Any = None
         self.index: GreedyDedupIndex | None = None
         self._next_rank = 0
         self.log: DecisionLog | None = None
         self._logged: LoggedIds | None = None
 
     def default_resources(self) -> Resources:
-        # One worker: the greedy rule is sequential. faiss uses the node's cores beyond this
-        # reservation; a GPU share is reserved only when asked for, as Ray hides GPUs otherwise.
-        gpus = 0.25 if self.config.use_gpu is True and self.config.shards == 1 else 0.0
-        return Resources(num_cpus=1.0, num_gpus=gpus, concurrency=(1, 1), batch_size=self.config.batch_size,
-                         memory_bytes=decider_memory_bytes(self.config) if self.config.enabled else None)
+        if self.remote_decider:
+            # The deciding actor holds the CPU, memory and GPU share (decider_resources); the
+            # stage's one worker passes batches to it in arrival order.
+            return Resources(num_cpus=0.25, concurrency=(1, 1), batch_size=self.config.batch_size)
+        return Resources(concurrency=(1, 1), batch_size=self.config.batch_size, **decider_resources(self.config))
 
     def setup(self) -> None:
+        if self.remote_decider:
+            return
         import faiss  # noqa: F401  (fail here, not on the first batch, when faiss is missing)
 
         if self.config.enabled and self.config.log and self.output is not None:
@@ -110,12 +124,15 @@ class SemanticDedup(Operator):
         sims: list[Any] = [None] * n
         nearest: list[Any] = [None] * n
         rows, vectors = self._valid_embeddings(batch)
+        decider = self.decider if self.remote_decider else self
+        if decider is None:
+            raise RuntimeError("semantic_dedup runs with remote_decider but no deciding actor was bound")
         if not self.config.enabled:
-            for i in rows:
-                ranks[i], self._next_rank = self._next_rank, self._next_rank + 1
+            for i, rank in zip(rows, decider.take_ranks(len(rows)), strict=True):
+                ranks[i] = rank
         elif rows:
             ids = [str(batch["video_id"][i]) for i in rows]
-            for i, decision in zip(rows, self._decide(ids, vectors), strict=True):
+            for i, decision in zip(rows, decider.decide(ids, vectors), strict=True):
                 ranks[i], sims[i], nearest[i] = decision.rank, decision.similarity, decision.nearest_id
                 if not decision.kept:
                     detail = {"nearest_id": decision.nearest_id, "similarity": decision.similarity}
@@ -125,9 +142,16 @@ class SemanticDedup(Operator):
         batch["dedup_nearest_id"] = object_column(nearest)
         return batch
 
-    def _decide(self, ids: list[str], vectors: np.ndarray) -> list[Decision]:
+    def take_ranks(self, n: int) -> list[int]:
+        """The next ``n`` ranks (dedup off: rows are only numbered in arrival order)."""
+        start = self._next_rank
+        self._next_rank += n
+        return list(range(start, start + n))
+
+    def decide(self, ids: list[str], vectors: np.ndarray) -> list[Decision]:
         """Decisions in row order: logged ones as logged, the others decided now (and logged
-        before they count)."""
+        before they count). ``vectors``: unit rows. Asking again for ids already decided
+        gives the same decisions back, so a call may be retried."""
         logged = self._logged_decisions(ids)
         fresh = [j for j in range(len(ids)) if j not in logged]
         out: dict[int, Decision] = dict(logged)
@@ -225,6 +249,15 @@ class SemanticDedup(Operator):
         if len({v.size for v in vectors}) > 1:
             raise ValueError("text_embedding vectors of different dimensions in one batch")
         return rows, _normalized(np.stack(vectors))
+
+
+def decider_resources(config: DedupConfig) -> dict[str, Any]:
+    """What the deciding worker reserves: one CPU (the greedy rule is sequential; faiss uses the
+    node's cores beyond it), the memory of its part of the pool, and a GPU share only when asked
+    for (Ray hides GPUs otherwise)."""
+    gpus = 0.25 if config.use_gpu is True and config.shards == 1 else 0.0
+    return {"num_cpus": 1.0, "num_gpus": gpus,
+            "memory_bytes": decider_memory_bytes(config) if config.enabled else None}
 
 
 def _normalized(vectors: np.ndarray) -> np.ndarray:

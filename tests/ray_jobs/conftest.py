@@ -105,3 +105,12 @@ def start_head_node(extra_env: dict[str, str] | None = None, num_cpus: int = 2,
         yield HeadNode(gcs=f"127.0.0.1:{port}", dashboard=f"http://127.0.0.1:{dashboard}", env=env)
     finally:
         subprocess.run([ray_cli(), "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory) -> Path:
+    """What `sg4v samples` writes (videos, a manifest, tiny models), in a folder of its own."""
+    folder = tmp_path_factory.mktemp("samples")
+    result = sg4v("samples", str(folder))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder

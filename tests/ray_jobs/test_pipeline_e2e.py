@@ -33,14 +33,6 @@ def smoke_config(samples: Path, out: Path, manifest: Path | None = None) -> dict
 
 
 @pytest.fixture(scope="module")
-def samples(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("samples")
-    result = sg4v("samples", str(folder))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return folder
-
-
-@pytest.fixture(scope="module")
 def smoke(samples, tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke") / "out"
     config = out.parent / "smoke.yaml"

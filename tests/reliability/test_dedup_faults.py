@@ -100,11 +100,11 @@ def outcome(out: Path) -> dict[str, tuple]:
 
 
 class DedupKiller(ActorKiller):
-    """SIGKILLs the deciding dedup worker once ``log`` holds ``files`` batches (rows are left
-    to decide), then watches for its replacement."""
+    """SIGKILLs the run's deciding dedup actor once ``log`` holds ``files`` batches (rows are
+    left to decide), then watches for its replacement."""
 
     def __init__(self, log: Path, batches: int) -> None:
-        super().__init__("semantic_dedup")
+        super().__init__("DeciderActor", kind="DeciderActor")
         self.log, self.batches = log, batches
 
     def run(self) -> None:

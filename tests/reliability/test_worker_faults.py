@@ -79,9 +79,9 @@ class ActorKiller(threading.Thread):
     ``cpu_s`` seconds of CPU (its model is loaded and it is working through rows), then
     watches for Ray to start a replacement, which shows that work was still pending."""
 
-    def __init__(self, title: str, cpu_s: float = 4.0) -> None:
+    def __init__(self, title: str, cpu_s: float = 4.0, kind: str = "MapWorker") -> None:
         super().__init__(daemon=True)
-        self.title, self.cpu_s = title, cpu_s
+        self.title, self.cpu_s, self.kind = title, cpu_s, kind
         self.killed: list[str] = []
         self.replacements: set[int] = set()
         self.stop = threading.Event()
@@ -90,7 +90,7 @@ class ActorKiller(threading.Thread):
         found = []
         for process in psutil.Process().children(recursive=True):
             try:
-                if "MapWorker" in (title := " ".join(process.cmdline())) and self.title in title:
+                if self.kind in (title := " ".join(process.cmdline())) and self.title in title:
                     found.append((process, title))
             except psutil.Error:
                 continue
