@@ -1,8 +1,12 @@
-"""The parts of the dedup pool (``dedup.shards`` > 1) as named Ray actors, and their proxies.
+"""The run's dedup actors: the deciding actor, and the parts of the pool (``dedup.shards`` > 1),
+as named Ray actors, and their proxies.
 
-``ShardPool`` (``operators.dedup.shard``) knows nothing of Ray. Here each part is wrapped in an
+The deciding actor (:class:`DeciderActor`) holds the run's ``SemanticDedup``; the
+``semantic_dedup`` stage of every window calls it through :class:`DeciderProxy`, so the pool
+is built once per run, not once per window's workers. ``ShardPool`` (``operators.dedup.shard``)
+knows nothing of Ray. Here each part is wrapped in an
 actor created once per run on the driver (named, ``get_if_exists``), declaring the memory its
-part needs at ``dedup.pool_size``. The deciding dedup worker gets ``ShardProxy`` objects (the
+part needs at ``dedup.pool_size``. The deciding actor gets ``ShardProxy`` objects (the
 same interface as ``operators.dedup.sharded.LocalShard``) inside the operator, as the API stage
 gets its limiter. The parts are owned by the driver, so they outlive a crash of the deciding
 worker: its replacement rebuilds from the decision log and only tops the parts up. A part whose

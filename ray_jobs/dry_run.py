@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from operators.base import is_missing
+from operators.dedup.operator import SemanticDedup
 from ray_jobs.adapter import apply_operator
 from ray_jobs.capacity import check_capacity
 from ray_jobs.config import PipelineConfig
@@ -48,6 +49,10 @@ def run_until(config: PipelineConfig, last_stage: str, sample: int | None, colum
     if last_stage not in names:
         raise ValueError(f"stage {last_stage} is not enabled in this config (stages: {', '.join(names)})")
     ops = ops[: names.index(last_stage) + 1]
+    for op in ops:
+        if "decider" in op.run_handles:
+            # No job-wide deciding actor here: the stage's one worker decides on its own copy.
+            op.bind(decider=SemanticDedup(op.config, output=op.output))
     init_ray(config)
     set_execution_options(config)
     listing = write_listing(config)
