@@ -7,7 +7,10 @@ fresh process (`--child`) so that peak RSS is that run's alone. Reported per run
 
 - listing time (wall) and the driver's CPU seconds for it;
 - rows/s through the pipeline (probe, filter, frames, writer; model stages off) by wall clock,
-  and per CPU-second of every process of the local Ray (driver, raylet, workers);
+  and per CPU-second: the machine's whole CPU time over the run (``/proc/stat``: every process,
+  so an upper bound of the job's own on a quiet machine; a window's Ray workers end with their
+  window and are not the bench's children, so counting the bench's process tree would miss
+  them), and that process tree's for comparison with the figures before windows;
 - the driver's peak RSS: the job's own process and the window process it runs the stages in
   (``ray.window_rows``, :mod:`ray_jobs.windows`) together, polled every 0.1 s, and each alone
   (``ru_maxrss`` of the job's process; the largest window process); the object store's peak
@@ -61,6 +64,16 @@ def object_store_used() -> int:
 
     reply = get_memory_info_reply(get_state_from_address(ray.get_runtime_context().gcs_address))
     return int(reply.store_stats.object_store_bytes_used)
+
+
+def machine_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot (all cores; idle and iowait
+    left out), from ``/proc/stat``."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    busy = sum(fields) - fields[3] - fields[4]  # minus idle, iowait
+    busy -= sum(fields[8:10]) if len(fields) >= 10 else 0  # guest time is already in user
+    return busy / os.sysconf("SC_CLK_TCK")
 
 
 def tree_cpu_seconds() -> float:
@@ -141,9 +154,10 @@ def child(kind: str, clips: int, work: Path, window_rows: int | None) -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
     listing = write_listing(config)
     listing_s, listing_cpu = time.perf_counter() - t0, time.process_time() - c0
-    cpu0, t1 = tree_cpu_seconds(), time.perf_counter()
+    cpu0, machine0, t1 = tree_cpu_seconds(), machine_cpu_seconds(), time.perf_counter()
     summary = run_pipeline(config)
     run_s, run_cpu = time.perf_counter() - t1, tree_cpu_seconds() - cpu0
+    machine_cpu = machine_cpu_seconds() - machine0
     t2 = time.perf_counter()
     again = run_pipeline(config)
     resume_s = time.perf_counter() - t2
@@ -152,7 +166,9 @@ def child(kind: str, clips: int, work: Path, window_rows: int | None) -> dict:
         "kind": kind, "clips": clips, "listed": listing.rows,
         "listing_s": round(listing_s, 2), "listing_driver_cpu_s": round(listing_cpu, 2),
         "run_s": round(run_s, 2), "rows_per_s": round(summary.kept + summary.rejected_total) / run_s,
-        "rows_per_cpu_s": round((summary.kept + summary.rejected_total) / max(run_cpu, 1e-9), 1),
+        "rows_per_cpu_s": round((summary.kept + summary.rejected_total) / max(machine_cpu, 1e-9), 1),
+        "machine_cpu_s": round(machine_cpu, 1),
+        "rows_per_tree_cpu_s": round((summary.kept + summary.rejected_total) / max(run_cpu, 1e-9), 1),
         "processed": summary.kept + summary.rejected_total,
         "resume_s": round(resume_s, 2), "resume_processed": again.kept + again.rejected_total,
         "resume_skipped": again.skipped_done,
@@ -199,7 +215,7 @@ def main() -> None:
                 r = results[-1]
                 print(f"{r['kind']:9s} {r['clips']:>9,d} clips: listing {r['listing_s']:7.1f}s "
                       f"(driver CPU {r['listing_driver_cpu_s']:.1f}s), run {r['run_s']:7.1f}s = "
-                      f"{r['rows_per_s']:8.1f} rows/s, {r['rows_per_cpu_s']:7.1f} rows/CPU-s, "
+                      f"{r['rows_per_s']:8.1f} rows/s, {r['rows_per_cpu_s']:7.1f} rows/CPU-s (machine; {r['rows_per_tree_cpu_s']:.0f} by the process tree), "
                       f"resume {r['resume_s']:6.1f}s, driver peak RSS {r['driver_peak_rss_mib']:.0f} MiB "
                       f"(job {r['job_process_peak_rss_mib']:.0f}, window {r['window_process_peak_rss_mib']:.0f}), "
                       f"object store peak {r['object_store_peak_mib']:.0f} MiB", flush=True)

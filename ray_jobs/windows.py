@@ -62,6 +62,10 @@ def plan_windows(files: Sequence[tuple[str, int]], window_rows: int) -> list[Win
     return windows
 
 
+#: The error type of a window's process that ended without writing its result (killed).
+WINDOW_EXIT = "WindowExit"
+
+
 class WindowError(RuntimeError):
     """A window's process failed; the message names the window and its error."""
 
@@ -96,7 +100,8 @@ def run_windows(config: PipelineConfig, files: Sequence[tuple[str, int]], run_id
                 message = f"window {k} of {len(windows)} ({window.rows} rows): {error['message']}"
                 if error["type"] == "ConfigError":
                     raise ConfigError(message)
-                raise WindowError(f"{message} ({error['type']}; its traceback is in the log above)")
+                where = "" if error["type"] == WINDOW_EXIT else "; its traceback is in the log above"
+                raise WindowError(f"{message} ({error['type']}{where})")
             add_counts(result["counts"])
             done += window.rows
             logger.info("window %d of %d done in %.1fs", k, len(windows), time.perf_counter() - started)
@@ -130,7 +135,7 @@ def _run_window_process(spec: dict[str, Any], spec_path: str) -> dict[str, Any]:
         with open(spec["result"]) as f:
             return json.load(f)
     except (OSError, ValueError):
-        return {"error": {"type": "WindowExit",
+        return {"error": {"type": WINDOW_EXIT,
                           "message": f"the window's process exited with code {code} and left no result"}}
 
 
