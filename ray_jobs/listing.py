@@ -8,7 +8,7 @@ rows still to process, decided on the workers.
    The driver keeps one integer per partition.
 2. :func:`pending_rows`: retryable rejections are dropped from ``rejected/`` file by file (tasks),
    then the listing and the ids in ``dataset/`` and ``rejected/`` are grouped by a hash bucket of
-   ``video_id`` (a Ray Data shuffle) and :func:`operators.dataset.pending.resolve_bucket` keeps,
+   ``video_id`` (a shuffle in plain Ray tasks) and :func:`operators.dataset.pending.resolve_bucket` keeps,
    per bucket, the rows with an id of their own and not yet decided, into
    ``OUTPUT/pending/`` (one Parquet file per bucket), which the stages read window by window.
 """
